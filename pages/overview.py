@@ -51,7 +51,11 @@ meta = loaded.meta
 c = loaded.sae.cfg
 st.markdown(
     f"`{path}` · {c.d_in} → {c.d_sae} latents · "
-    + (f"architecture **{meta.architecture}** · hook `{meta.hook}` · trained on {meta.tokens_seen:,} tokens" if meta else "no SAE Lab metadata")
+    + (
+        f"architecture **{meta.architecture}** · hook `{meta.hook}` · trained on {meta.tokens_seen:,} tokens"
+        if meta
+        else "no SAE Lab metadata"
+    )
 )
 ev = read_eval(path)
 if ev is None:

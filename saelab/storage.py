@@ -50,6 +50,7 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o644)  # mkstemp makes 0600; results are meant to be shared like any file
     try:
         yield tmp_path
         os.replace(tmp_path, dest)
@@ -64,6 +65,7 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes 0700
     try:
         yield tmp
         old = None
@@ -97,7 +99,9 @@ def read_json(path: str | Path) -> Any:
         raise CorruptFileError(f"{path} is not valid JSON ({err}); it was left untouched.") from err
 
 
-def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> None:
+def save_tensors(
+    path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+) -> None:
     """Save tensors as safetensors, atomically. Tensors are made contiguous (safetensors needs it)."""
     flat = {k: v.detach().contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:

@@ -82,9 +82,7 @@ class Architecture:
 ARCHITECTURES: dict[str, Architecture] = {
     "llama": Architecture(lambda hf: _llama_like(hf, arch="LlamaForCausalLM"), _convert_llama),
     "mistral": Architecture(lambda hf: _llama_like(hf, arch="MistralForCausalLM"), _convert_mistral),
-    "qwen2": Architecture(
-        lambda hf: {**_llama_like(hf, arch="Qwen2ForCausalLM")}, _convert_qwen2
-    ),
+    "qwen2": Architecture(lambda hf: {**_llama_like(hf, arch="Qwen2ForCausalLM")}, _convert_qwen2),
 }
 
 

@@ -65,8 +65,7 @@ class ModelHandle:
         resid = [n for n in names if n.endswith("hook_resid_post")]
         raise BadInputError(
             f"Unknown hook point {name!r} for model {self.name}. Valid residual hooks: "
-            f"{', '.join(resid[:4])} … {resid[-1] if resid else ''}; all {len(names)} hook points: "
-            + ", ".join(names)
+            f"{', '.join(resid[:4])} … {resid[-1] if resid else ''}; all {len(names)} hook points: " + ", ".join(names)
         )
 
     @staticmethod

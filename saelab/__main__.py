@@ -1,0 +1,7 @@
+"""`python -m saelab …` runs the command line."""
+
+import sys
+
+from saelab.cli import main
+
+sys.exit(main())

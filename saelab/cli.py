@@ -1,0 +1,203 @@
+"""`saelab` command line: harvest activations, train an SAE, evaluate it.
+
+Each subcommand defaults to the default model and a middle-layer residual hook, shows a progress
+bar, resumes after an interruption, and prints user errors (SaelabError) without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from saelab.errors import SaelabError
+
+DEFAULT_HOOK = "blocks.12.hook_resid_post"
+
+
+def _hook_slug(hook: str) -> str:
+    return hook.replace("blocks.", "l").replace(".hook_", "-").replace(".", "-")
+
+
+def cmd_harvest(args: argparse.Namespace) -> int:
+    from saelab.activations import HarvestConfig, harvest
+    from saelab.corpus import CorpusConfig, build_corpus
+    from saelab.models import load_model
+
+    handle = load_model(args.model)
+    hooks = [handle.check_hook(h) for h in args.hooks]
+    out = Path(args.out or f"runs/acts-{_hook_slug(hooks[0])}")
+    corpus_cfg = CorpusConfig(seq_len=args.seq_len, n_tokens=args.tokens, seed=args.seed, split=args.split)
+    corpus = build_corpus(handle.tokenizer, corpus_cfg)
+    cfg = HarvestConfig(hooks=hooks, batch_size=args.batch_size, compute_dtype=args.dtype, store_dtype=args.store_dtype)
+    result = harvest(handle, corpus, cfg, out)
+    print(
+        f"harvested {result.n_tokens:,} tokens × {len(hooks)} hook(s) into {out} "
+        f"({result.shards_reused} shard(s) reused, {result.tokens_per_second:,.0f} tokens/s)"
+    )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from saelab.activations import ActivationStore
+    from saelab.sae.train import TrainConfig, train_sae
+
+    store = ActivationStore(args.acts)
+    hook = args.hook or store.hooks[0]
+    if hook not in store.hooks:
+        raise SaelabError(f"{args.acts} holds hooks {store.hooks}, not {hook!r}")
+    d_in = store.d_in(hook)
+    samples = args.samples or int(store.n_tokens * args.epochs)
+    cfg = TrainConfig(
+        architecture=args.arch,
+        d_sae=args.d_sae,
+        k=args.k,
+        sparsity_coefficient=args.coefficient,
+        lr=args.lr,
+        lr_schedule=args.lr_schedule,
+        lr_warmup_steps=args.warmup_steps,
+        lr_decay_steps=args.decay_steps,
+        batch_size=args.batch_size,
+        total_samples=samples,
+        seed=args.seed,
+        checkpoint_every_steps=args.checkpoint_every,
+        autocast_bf16=args.bf16,
+    )
+    manifest = store.manifest
+    meta = {
+        "model": manifest["model"]["name"],
+        "hook": hook,
+        "corpus": {"harvest": str(Path(args.acts).resolve()), **manifest.get("corpus", {})},
+    }
+    out = Path(args.out or f"runs/sae-{_hook_slug(hook)}-{args.arch}-{args.d_sae}")
+
+    def data(start: int):
+        return store.iter_batches(hook, cfg.batch_size, seed=cfg.seed, start_sample=start)
+
+    result = train_sae(cfg, data, d_in, out, meta, resume=not args.no_resume)
+    print(
+        f"trained {cfg.architecture} {d_in}→{cfg.d_sae} for {result.steps} steps "
+        f"({result.samples:,} samples, {result.samples_per_second:,.0f}/s) into {out}; "
+        f"final metrics {json.dumps(result.metrics)}"
+    )
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from saelab.corpus import CorpusConfig, build_corpus
+    from saelab.models import load_model
+    from saelab.sae.evaluate import evaluate_sae
+    from saelab.sae.files import load_sae as _load
+    from saelab.sae.files import read_meta
+    from saelab.storage import EVAL_FILE
+
+    meta = read_meta(args.sae)
+    handle = load_model(args.model or (meta.model if meta else "smollm2-135m-instruct"))
+    loaded = _load(args.sae, handle=handle, hook=args.hook)
+    corpus = build_corpus(
+        handle.tokenizer, CorpusConfig(seq_len=args.seq_len, n_tokens=args.tokens, seed=args.seed, split="heldout")
+    )
+    bar = tqdm(desc="Evaluating SAE", unit="pass")
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    result = evaluate_sae(handle, loaded.sae, loaded.hook, corpus.tokens, batch_size=args.batch_size, progress=progress)
+    bar.close()
+    result.notes.append(f"held-out corpus: {json.dumps(corpus.provenance())}")
+    out = Path(args.out) if args.out else Path(args.sae) / EVAL_FILE
+    result.save(out)
+    shown = [
+        "l0",
+        "explained_variance",
+        "ce_loss_score_zero",
+        "ce_loss_score_mean",
+        "delta_loss",
+        "kl_score_zero",
+        "dead_fraction",
+    ]
+    print(json.dumps({k: getattr(result, k) for k in shown}, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="saelab", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    h = sub.add_parser("harvest", help="harvest activations of hook points over the sae-probes corpus")
+    h.add_argument(
+        "--model", default="smollm2-135m-instruct", help="model spec: default name, .gguf, HF folder, TL name"
+    )
+    h.add_argument(
+        "--hooks", nargs="+", default=[DEFAULT_HOOK], help="hook points, all in one pass (default: %(default)s)"
+    )
+    h.add_argument("--tokens", type=int, default=1_000_000, help="corpus tokens to harvest (default: %(default)s)")
+    h.add_argument("--seq-len", type=int, default=128)
+    h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--split", choices=["train", "heldout"], default="train")
+    h.add_argument("--batch-size", type=int, default=32)
+    h.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16", help="compute dtype")
+    h.add_argument("--store-dtype", choices=["float32", "float16", "bfloat16"], default="float16")
+    h.add_argument("--out", help="output folder (default: runs/acts-<hook>)")
+    h.set_defaults(func=cmd_harvest)
+
+    t = sub.add_parser("train", help="train an SAE with SAE-Lens on a harvest folder")
+    t.add_argument("--acts", required=True, help="harvest folder written by `saelab harvest`")
+    t.add_argument("--hook", help="which harvested hook (default: the first)")
+    t.add_argument(
+        "--arch", default="topk", help="standard | topk | batchtopk | jumprelu | gated | matryoshka_batchtopk"
+    )
+    t.add_argument("--d-sae", type=int, default=4608)
+    t.add_argument("--k", type=int, default=32, help="active latents for topk-style SAEs")
+    t.add_argument("--coefficient", type=float, default=None, help="sparsity coefficient for standard/gated/jumprelu")
+    t.add_argument("--lr", type=float, default=3e-4)
+    t.add_argument("--lr-schedule", choices=["constant", "cosineannealing"], default="constant")
+    t.add_argument("--warmup-steps", type=int, default=0)
+    t.add_argument("--decay-steps", type=int, default=0)
+    t.add_argument("--batch-size", type=int, default=1024)
+    t.add_argument("--samples", type=int, default=None, help="training samples (default: --epochs passes)")
+    t.add_argument("--epochs", type=float, default=1.0)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
+    t.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on CPUs with AVX-512 bf16)")
+    t.add_argument("--no-resume", action="store_true", help="discard a checkpoint instead of resuming")
+    t.add_argument("--out", help="output folder (default: runs/sae-<hook>-<arch>-<d_sae>)")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate an SAE on held-out text (L0, EV, CE-loss score, KL, density)")
+    e.add_argument("--sae", required=True, help="an SAE-Lens folder")
+    e.add_argument("--model", default=None, help="model spec (default: the one in the SAE's metadata)")
+    e.add_argument("--hook", default=None, help="hook (default: the one in the SAE's metadata)")
+    e.add_argument("--tokens", type=int, default=65_536, help="held-out tokens (default: %(default)s)")
+    e.add_argument("--seq-len", type=int, default=128)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--out", help="JSON path (default: <sae>/eval.json)")
+    e.set_defaults(func=cmd_eval)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except SaelabError as err:
+        print(f"saelab {args.command}: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"saelab {args.command}: interrupted; run the same command again to resume.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
