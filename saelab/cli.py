@@ -30,7 +30,13 @@ def cmd_harvest(args: argparse.Namespace) -> int:
     handle = load_model(args.model)
     hooks = [handle.check_hook(h) for h in args.hooks]
     out = Path(args.out or f"runs/acts-{_hook_slug(hooks[0])}")
-    corpus_cfg = CorpusConfig(seq_len=args.seq_len, n_tokens=args.tokens, seed=args.seed, split=args.split)
+    corpus_cfg = CorpusConfig(
+        seq_len=args.seq_len,
+        n_tokens=args.tokens,
+        seed=args.seed,
+        split=args.split,
+        max_doc_tokens=args.max_doc_tokens or None,
+    )
     corpus = build_corpus(handle.tokenizer, corpus_cfg)
     cfg = HarvestConfig(hooks=hooks, batch_size=args.batch_size, compute_dtype=args.dtype, store_dtype=args.store_dtype)
     result = harvest(handle, corpus, cfg, out)
@@ -143,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--seq-len", type=int, default=128)
     h.add_argument("--seed", type=int, default=0)
     h.add_argument("--split", choices=["train", "heldout"], default="train")
+    h.add_argument(
+        "--max-doc-tokens",
+        type=int,
+        default=512,
+        help="truncate long documents (0: no cap); keeps code from dominating",
+    )
     h.add_argument("--batch-size", type=int, default=32)
     h.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16", help="compute dtype")
     h.add_argument("--store-dtype", choices=["float32", "float16", "bfloat16"], default="float16")
