@@ -134,6 +134,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build_default(args: argparse.Namespace) -> int:
+    from saelab.default_sae import DEFAULT_DIR, build_default
+
+    out = build_default(Path(args.work), Path(args.dest) if args.dest else DEFAULT_DIR, epochs=args.epochs)
+    print(f"default SAE rebuilt in {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="saelab", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -194,6 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--out", help="JSON path (default: <sae>/eval.json)")
     e.set_defaults(func=cmd_eval)
+
+    b = sub.add_parser(
+        "build-default", help="rebuild cached_features/default from scratch (harvest, train, eval, dashboards)"
+    )
+    b.add_argument("--work", default="runs/default", help="work folder for activations and checkpoints (resumable)")
+    b.add_argument("--dest", default=None, help="where to write the shipped folder (default: cached_features/default)")
+    b.add_argument("--epochs", type=float, default=2.0, help="passes over the harvested tokens")
+    b.set_defaults(func=cmd_build_default)
     return p
 
 

@@ -26,6 +26,7 @@ SAE_WEIGHTS_FILE = "sae_weights.safetensors"  # SAE-Lens's own name
 SAE_CFG_FILE = "cfg.json"  # SAE-Lens's own name
 SAELAB_META_FILE = "saelab.json"  # SAE Lab's provenance beside an SAE-Lens folder
 EVAL_FILE = "eval.json"
+DASHBOARD_DIR = "dashboards"  # precomputed feature dashboards beside an SAE (saelab.features)
 HARVEST_MANIFEST = "manifest.json"
 TRAIN_STATE_DIR = "checkpoint"
 

@@ -26,6 +26,7 @@ import saelab
 from saelab.errors import BadInputError, CorruptFileError, IncompatibleSAEError
 from saelab.models.handle import ModelHandle
 from saelab.storage import (
+    DASHBOARD_DIR,
     EVAL_FILE,
     SAE_CFG_FILE,
     SAE_WEIGHTS_FILE,
@@ -39,7 +40,7 @@ from saelab.storage import (
 log = logging.getLogger(__name__)
 
 # What may sit in a folder that `save_sae` replaces whole; anything else means it is not ours.
-_SAE_FOLDER_ENTRIES = {SAE_CFG_FILE, SAE_WEIGHTS_FILE, SAELAB_META_FILE, EVAL_FILE, TRAIN_STATE_DIR, SPARSITY_FILENAME}
+_SAE_FOLDER_ENTRIES = {SAE_CFG_FILE, SAE_WEIGHTS_FILE, SAELAB_META_FILE, EVAL_FILE, TRAIN_STATE_DIR, SPARSITY_FILENAME, DASHBOARD_DIR}
 
 
 @dataclass
