@@ -23,8 +23,8 @@ $(STAMP): requirements.txt pyproject.toml
 app: setup
 	$(VENV)/bin/streamlit run app.py --server.headless true --server.port $(PORT) --browser.gatherUsageStats false
 
-# The test command: install, lint, then every test (the real model end to end included).
-test: setup
+# The test command: install (the real browser too), lint, then every test (the real model end to end included).
+test: setup browser
 	$(VENV)/bin/ruff check saelab tests bench app.py pages
 	$(PY) -m pytest -q -ra
 
@@ -40,6 +40,14 @@ format: setup
 bench: setup
 	$(PY) bench/harvest.py
 	$(PY) bench/train.py
+
+# Debian chromium for the real-browser test (Playwright drives it; `playwright install` is never run).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
+
+# Rebuild cached_features/default from scratch (seeded; about an hour on 2 cores; resumable).
+default-sae: setup
+	$(VENV)/bin/saelab build-default
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -65,19 +65,20 @@ if ev is None:
 rows = []
 formulas = ev.get("formulas", {})
 for key, formula in formulas.items():
-    value = ev.get("metrics", {}).get(key, ev.get(key))
-    if isinstance(value, (int, float)) or value is None:
+    value = ev.get(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         rows.append({"metric": key, "value": value, "formula": formula})
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
-hist = ev.get("density_histogram")
-if hist:
-    edges, counts = hist["bin_edges"], hist["counts"]
+edges, counts = ev.get("density_hist_edges"), ev.get("density_hist_counts")
+if edges and counts:
     fig = go.Figure(go.Bar(x=[(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])], y=counts))
     fig.update_layout(
-        title="Feature density (log10 firing frequency on held-out tokens)",
+        title="Feature density: log10 firing frequency of live latents on held-out tokens",
         xaxis_title="log10 frequency",
         yaxis_title="latents",
         height=320,
     )
     st.plotly_chart(fig, width="stretch")
+for note in ev.get("notes", []):
+    st.caption(note)

@@ -1,0 +1,96 @@
+"""The `saelab` command line end to end on the tiny model: harvest → train → eval, and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from saelab.cli import main
+
+
+def test_cli__harvest_train_eval_on_tiny_model(tmp_path, capsys):
+    acts, sae = tmp_path / "acts", tmp_path / "sae"
+    assert (
+        main(
+            [
+                "harvest",
+                "--model",
+                "tiny",
+                "--hooks",
+                "blocks.0.hook_resid_post",
+                "--tokens",
+                "8192",
+                "--out",
+                str(acts),
+            ]
+        )
+        == 0
+    )
+    assert (acts / "manifest.json").exists()
+    # a second run reuses every shard
+    assert (
+        main(
+            [
+                "harvest",
+                "--model",
+                "tiny",
+                "--hooks",
+                "blocks.0.hook_resid_post",
+                "--tokens",
+                "8192",
+                "--out",
+                str(acts),
+            ]
+        )
+        == 0
+    )
+    assert "shard(s) reused" in capsys.readouterr().out
+    args = [
+        "train",
+        "--acts",
+        str(acts),
+        "--d-sae",
+        "96",
+        "--k",
+        "8",
+        "--batch-size",
+        "256",
+        "--epochs",
+        "1",
+        "--out",
+        str(sae),
+    ]
+    assert main(args) == 0
+    assert (sae / "cfg.json").exists() and (sae / "saelab.json").exists()
+    assert (
+        main(["eval", "--sae", str(sae), "--model", "tiny", "--tokens", "1024", "--seq-len", "64", "--batch-size", "8"])
+        == 0
+    )
+    ev = json.loads((sae / "eval.json").read_text())
+    assert ev["l0"] == pytest.approx(8.0, abs=1e-6)
+    assert "ce_loss_score_zero" in ev["formulas"]
+
+
+def test_cli__unknown_hook_is_a_clear_error(tmp_path, capsys):
+    code = main(
+        [
+            "harvest",
+            "--model",
+            "tiny",
+            "--hooks",
+            "blocks.9.hook_nope",
+            "--tokens",
+            "1024",
+            "--out",
+            str(tmp_path / "a"),
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "Unknown hook point" in err and "blocks.0.hook_resid_post" in err
+
+
+def test_cli__train_on_missing_harvest_is_a_clear_error(tmp_path, capsys):
+    assert main(["train", "--acts", str(tmp_path / "none")]) == 2
+    assert "No harvest" in capsys.readouterr().err
