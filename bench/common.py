@@ -60,7 +60,9 @@ def machine() -> dict:
     }
 
 
-def write_results(name: str, figures: dict, ratios: dict, notes: list[str] | None = None, config: dict | None = None) -> Path:
+def write_results(
+    name: str, figures: dict, ratios: dict, notes: list[str] | None = None, config: dict | None = None
+) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{name}.json"
     payload = {

@@ -134,6 +134,45 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboards(args: argparse.Namespace) -> int:
+    from saelab.corpus import CorpusConfig, build_corpus
+    from saelab.features.dashboards import DashboardConfig, build_dashboards
+    from saelab.features.labels import label_all, write_labels
+    from saelab.models import load_model
+    from saelab.sae.files import load_sae, read_meta
+
+    meta = read_meta(args.sae)
+    handle = load_model(args.model or (meta.model if meta else "smollm2-135m-instruct"))
+    loaded = load_sae(args.sae, handle=handle)
+    # Text the SAE never saw: the training-split rows after the ones its harvest used, when known;
+    # else the held-out split. Labels are scored on held-out rows the dashboards did not use.
+    trained = ((meta.corpus or {}).get("config") or {}).get("n_tokens") if meta else None
+    n_label_rows = args.label_tokens // args.seq_len
+    heldout = build_corpus(
+        handle.tokenizer, CorpusConfig(seq_len=args.seq_len, n_tokens=None, seed=args.seed, split="heldout")
+    )
+    label_rows = heldout.tokens[-n_label_rows:]
+    if trained:
+        cfg = CorpusConfig(seq_len=args.seq_len, n_tokens=int(trained) + args.tokens, seed=args.seed)
+        corpus = build_corpus(handle.tokenizer, cfg)
+        first = int(trained) // args.seq_len
+        tokens, where = (
+            corpus.tokens[first:],
+            {"rows": [first, int(corpus.tokens.shape[0])], "note": "after the SAE's training rows"},
+        )
+    else:
+        corpus, last = heldout, max(0, int(heldout.tokens.shape[0]) - n_label_rows)
+        tokens = heldout.tokens[: min(last, args.tokens // args.seq_len)]
+        where = {"rows": [0, int(tokens.shape[0])], "note": "held-out split; the last rows are kept for label scoring"}
+    out = build_dashboards(
+        handle, loaded, tokens, DashboardConfig(), corpus_provenance={**corpus.provenance(), **where}
+    )
+    if not args.no_labels:
+        write_labels(args.sae, label_all(handle, loaded, args.sae, label_rows))
+    print(f"dashboards written to {out}")
+    return 0
+
+
 def cmd_build_default(args: argparse.Namespace) -> int:
     from saelab.default_sae import DEFAULT_DIR, build_default
 
@@ -208,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--work", default="runs/default", help="work folder for activations and checkpoints (resumable)")
     b.add_argument("--dest", default=None, help="where to write the shipped folder (default: cached_features/default)")
-    b.add_argument("--epochs", type=float, default=2.0, help="passes over the harvested tokens")
+    b.add_argument("--epochs", type=float, default=1.0, help="passes over the harvested tokens")
     b.set_defaults(func=cmd_build_default)
     return p
 

@@ -46,7 +46,7 @@ def train_config(total_samples: int):
     steps = total_samples // 1024
     return TrainConfig(
         architecture="topk",
-        d_sae=6144,
+        d_sae=4608,
         k=64,
         lr=4e-4,
         lr_warmup_steps=200,
@@ -70,7 +70,7 @@ def to_fp16_copy(src: Path, dest: Path) -> None:
             shutil.copy2(src / name, tmp / name)
 
 
-def build_default(work: Path, dest: Path = DEFAULT_DIR, epochs: float = 2.0) -> Path:
+def build_default(work: Path, dest: Path = DEFAULT_DIR, epochs: float = 1.0) -> Path:
     """Run every step (see the module docstring); returns the shipped folder."""
     from saelab.activations import ActivationStore, HarvestConfig, harvest
     from saelab.corpus import CorpusConfig, build_corpus

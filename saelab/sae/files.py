@@ -40,7 +40,15 @@ from saelab.storage import (
 log = logging.getLogger(__name__)
 
 # What may sit in a folder that `save_sae` replaces whole; anything else means it is not ours.
-_SAE_FOLDER_ENTRIES = {SAE_CFG_FILE, SAE_WEIGHTS_FILE, SAELAB_META_FILE, EVAL_FILE, TRAIN_STATE_DIR, SPARSITY_FILENAME, DASHBOARD_DIR}
+_SAE_FOLDER_ENTRIES = {
+    SAE_CFG_FILE,
+    SAE_WEIGHTS_FILE,
+    SAELAB_META_FILE,
+    EVAL_FILE,
+    TRAIN_STATE_DIR,
+    SPARSITY_FILENAME,
+    DASHBOARD_DIR,
+}
 
 
 @dataclass

@@ -1,40 +1,97 @@
-"""Shared, cached resources for the app: the model, SAEs, and the choice of SAE per session.
+"""Shared, cached resources for the app: the model, SAEs, dashboards, and the choice of SAE per session.
 
 `st.cache_resource` objects are shared by every browser session (read-only by convention; hooked
-work goes through `saelab.hooks`, which serialises on the model's lock).
+work goes through `saelab.hooks`, which serialises on the model's lock). Environment variables are
+read at call time (not import time), because one Python process may run several apps under test:
+    SAELAB_FEATURES  folder holding the shipped SAEs (default: <repo>/cached_features)
+    SAELAB_MODEL     model spec for `saelab.models.load_model` (default: the default model; "tiny" in tests)
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
-from saelab.errors import SaelabError
+from saelab.errors import BadInputError, SaelabError
 from saelab.models import DEFAULT_MODEL, ModelHandle, load_model
 from saelab.sae.files import LoadedSAE, list_saes, load_sae
-from saelab.storage import EVAL_FILE, read_json
+from saelab.storage import DASHBOARD_DIR, EVAL_FILE, read_json
+
+if TYPE_CHECKING:
+    from saelab.features.store import DashboardStore
 
 ROOT = Path(__file__).resolve().parents[2]
-CACHED_FEATURES = Path(os.environ.get("SAELAB_FEATURES", ROOT / "cached_features"))
+MAX_PROMPT_TOKENS = 512  # the prompt pages analyse at most this many tokens (and say so)
+MAX_PROMPT_CHARS = 20_000  # text areas refuse more characters than this
+
+
+def features_root() -> Path:
+    """Where shipped SAEs live: `$SAELAB_FEATURES`, else `cached_features/` in the repository."""
+    return Path(os.environ.get("SAELAB_FEATURES") or ROOT / "cached_features")
+
+
+def model_spec() -> str:
+    """The model the app runs: `$SAELAB_MODEL`, else the default model."""
+    return os.environ.get("SAELAB_MODEL") or DEFAULT_MODEL
 
 
 @st.cache_resource(show_spinner="Loading the language model…")
-def get_model(spec: str = DEFAULT_MODEL) -> ModelHandle:
+def _load_model(spec: str) -> ModelHandle:
     return load_model(spec)
 
 
+def get_model(spec: str | None = None) -> ModelHandle:
+    """The shared model (`$SAELAB_MODEL` unless a spec is given), loaded once per process.
+
+    Every page calls this first, so it is also where a page makes sure it runs under app.py's
+    navigation (see `ensure_app_navigation`).
+    """
+    ensure_app_navigation()
+    return _load_model(spec or model_spec())
+
+
+def ensure_app_navigation() -> None:
+    """Rerun through app.py when Streamlit ran a page file directly in its legacy `pages/` mode.
+
+    Trap: a fresh server whose first request is a deep link (`/explorer?latent=3`) sees the `pages/`
+    folder and runs pages/explorer.py on its own, skipping app.py (no page config, file-name titles,
+    no `st.navigation`). Only a call of `st.navigation` clears that process-wide flag, so a page that
+    finds it still set clears it and reruns; the rerun executes app.py, which routes to the same URL
+    with the same query parameters. Once per session: a rerun drops button clicks, and AppTest sets
+    the flag again before every run (its later runs then execute the page directly, as before).
+    Streamlit has no public API for this flag.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a Streamlit without the legacy mode
+        return
+    if getattr(PagesManager, "uses_pages_directory", False) and not st.session_state.get("_saelab_nav_fixed"):
+        st.session_state["_saelab_nav_fixed"] = True
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 @st.cache_resource(show_spinner="Loading the SAE…", max_entries=8)
-def get_sae(path: str, model_spec: str = DEFAULT_MODEL) -> LoadedSAE:
-    return load_sae(path, handle=get_model(model_spec))
+def _load_sae(path: str, spec: str) -> LoadedSAE:
+    return load_sae(path, handle=get_model(spec))
+
+
+def get_sae(path: str, spec: str | None = None) -> LoadedSAE:
+    """The SAE at `path`, checked against the app's model, loaded once per process."""
+    return _load_sae(str(path), spec or model_spec())
 
 
 def available_saes() -> list[Path]:
     """SAE folders shipped in cached_features/ (the embedded default first)."""
-    if not CACHED_FEATURES.exists():
+    root = features_root()
+    if not root.exists():
         return []
-    found = list_saes(CACHED_FEATURES)
+    found = list_saes(root)
     return sorted(found, key=lambda p: (p.name != "default", p.name))
 
 
@@ -64,3 +121,185 @@ def show_error(err: Exception) -> None:
         st.error(str(err))
     else:
         st.error(f"Unexpected {type(err).__name__}: {err}")
+
+
+# ---------------------------------------------------------------- feature dashboards and prompts
+
+
+def _dashboard_stamp(sae_path: str) -> float:
+    """Modification time of the dashboards' meta file, so a rebuilt folder is read afresh."""
+    meta = Path(sae_path) / DASHBOARD_DIR / "meta.json"
+    return meta.stat().st_mtime if meta.exists() else 0.0
+
+
+@st.cache_resource(show_spinner="Opening the feature dashboards…", max_entries=4)
+def _load_dashboards(sae_path: str, stamp: float) -> DashboardStore:
+    from saelab.features.store import DashboardStore
+
+    return DashboardStore(sae_path)
+
+
+def get_dashboards(sae_path: str) -> DashboardStore:
+    """The precomputed dashboards beside an SAE (BadInputError / CorruptFileError when missing or broken)."""
+    return _load_dashboards(str(sae_path), _dashboard_stamp(str(sae_path)))
+
+
+def dashboards_exist(sae_path: str) -> bool:
+    from saelab.features.store import DashboardStore
+
+    return bool(DashboardStore.exists(sae_path))
+
+
+def label_map(store: DashboardStore) -> dict[int, str]:
+    """latent → label text from the store's labels.json ({} when there are no labels)."""
+    labels = store.labels()
+    if not labels:
+        return {}
+    return {i: str(entry.get("label") or "") for i, entry in enumerate(labels.get("latents", [])) if entry}
+
+
+def token_decoder(handle: ModelHandle) -> Callable[[int], str]:
+    """id → text of one token, as the tokenizer decodes it alone (memoised per call site)."""
+    tokenizer = handle.tokenizer
+    memo: dict[int, str] = {}
+
+    def decode(token_id: int) -> str:
+        if token_id not in memo:
+            memo[token_id] = tokenizer.decode([int(token_id)])
+        return memo[token_id]
+
+    return decode
+
+
+def prompt_token_cap(handle: ModelHandle) -> int:
+    """Most text tokens a prompt page analyses: MAX_PROMPT_TOKENS, less for a model with a shorter
+    context (the separator in front takes one position)."""
+    return max(1, min(MAX_PROMPT_TOKENS, int(handle.cfg.n_ctx) - 1))
+
+
+@st.cache_data(show_spinner="Running the model on your text…", max_entries=32)
+def analyse(sae_path: str, text: str, spec: str, top_n: int = 5) -> Any:
+    """`saelab.features.prompt.analyse_text` on the app's model and SAE (capped at
+    `prompt_token_cap`), cached per text."""
+    from saelab.features.prompt import analyse_text
+
+    handle = get_model(spec)
+    return analyse_text(handle, get_sae(sae_path, spec), text, max_tokens=prompt_token_cap(handle), top_n=top_n)
+
+
+def parse_latent(raw: object, d_sae: int) -> int:
+    """A latent index from user input or a URL, or BadInputError saying the valid range."""
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise BadInputError(f"Latent {str(raw)[:40]!r} is not a number; use an index from 0 to {d_sae - 1}.") from None
+    if not 0 <= value < d_sae:
+        raise BadInputError(f"There is no latent {value}: this SAE has latents 0 to {d_sae - 1}.")
+    return value
+
+
+def query_latent(d_sae: int) -> int | None:
+    """The latent named by `?latent=N` in the URL, None when absent; BadInputError when invalid."""
+    raw = st.query_params.get("latent")
+    if raw is None or str(raw).strip() == "":
+        return None
+    return parse_latent(raw, d_sae)
+
+
+@dataclass
+class FeatureContext:
+    """What a feature page works with: the SAE's folder, the model, the SAE and its dashboards."""
+
+    sae_path: str
+    handle: ModelHandle
+    loaded: LoadedSAE
+    store: DashboardStore | None
+    labels: dict[int, str]
+
+
+def open_features(*, need_dashboards: bool = True) -> FeatureContext:
+    """Resolve model, SAE and dashboards for a page, or show why not and stop the page.
+
+    Empty states (no SAE, no dashboards) are messages, never exceptions: the app keeps running.
+    """
+    path = current_sae_path()
+    if path is None:
+        st.info(
+            "No SAE found. Train one with `saelab harvest` then `saelab train`, or enter the path of an "
+            "SAE-Lens folder on the Overview page's sidebar."
+        )
+        st.stop()
+    try:
+        handle = get_model()
+        loaded = get_sae(path)
+    except Exception as err:  # shown in the page; the app keeps running
+        show_error(err)
+        st.stop()
+    st.sidebar.caption(f"SAE: `{path}` · hook `{loaded.hook}` · {int(loaded.sae.cfg.d_sae):,} latents")
+    store, labels = None, {}
+    try:
+        if dashboards_exist(path):
+            store = get_dashboards(path)
+            labels = label_map(store)
+    except Exception as err:
+        show_error(err)
+        if need_dashboards:
+            offer_dashboard_build(path, broken=True)
+            st.stop()
+    if store is None and need_dashboards:
+        offer_dashboard_build(path)
+        st.stop()
+    return FeatureContext(sae_path=str(path), handle=handle, loaded=loaded, store=store, labels=labels)
+
+
+def offer_dashboard_build(sae_path: str, *, broken: bool = False) -> None:
+    """Say that the dashboards are missing (or unreadable) and offer to build them here, with a progress bar."""
+    what = (
+        "This SAE's feature dashboards cannot be read (see above); rebuild them"
+        if broken
+        else "This SAE has no feature dashboards yet (top contexts, histograms, logits, neighbours, map). Build them"
+    )
+    st.warning(f"{what} from the command line with `saelab dashboards --sae {sae_path}`, or here.")
+    st.caption(
+        f"Building here analyses {APP_DASHBOARD_TOKENS:,} held-out corpus tokens (a few minutes on a CPU); "
+        "the command line can use more."
+    )
+    if not st.button("Build dashboards now", type="primary", key="build_dashboards"):
+        return
+    bar = st.progress(0.0, text="Preparing the corpus…")
+
+    def progress(phase: str, done: int, total: int) -> None:
+        frac = done / total if total else 0.0
+        bar.progress(min(max(frac, 0.0), 1.0), text=f"{phase}: {done:,} / {total:,}")
+
+    try:
+        build_dashboards_here(sae_path, progress)
+    except Exception as err:
+        show_error(err)
+        return
+    _load_dashboards.clear()
+    st.rerun()
+
+
+APP_DASHBOARD_TOKENS = 131_072  # 1,024 rows of 128: enough for top examples of all but the rarest latents
+
+
+def build_dashboards_here(
+    sae_path: str, progress: Callable[[str, int, int], None], n_tokens: int = APP_DASHBOARD_TOKENS
+) -> Path:
+    """Build dashboards for the SAE at `sae_path` over held-out corpus rows, reporting `progress(phase, done, total)`.
+
+    Held-out rows (documents hashed out of the training split) so no SAE trained here saw them.
+    """
+    from saelab.corpus import CorpusConfig, build_corpus
+    from saelab.features.dashboards import DashboardConfig, build_dashboards
+
+    handle, loaded = get_model(), get_sae(sae_path)
+    corpus = build_corpus(
+        handle.tokenizer,
+        CorpusConfig(seq_len=128, n_tokens=n_tokens, seed=0, split="heldout"),
+        progress=lambda done, total: progress("corpus", done, total),
+    )
+    return build_dashboards(
+        handle, loaded, corpus.tokens, DashboardConfig(), progress=progress, corpus_provenance=corpus.provenance()
+    )

@@ -1,0 +1,1 @@
+"""Feature pages: precomputed dashboards, labels, search and prompt analysis for SAE latents."""

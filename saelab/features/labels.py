@@ -1,0 +1,797 @@
+"""Offline labels for SAE latents (contrastive tokens) and a detection score for every label.
+
+A label here is a *checkable rule*, not prose: "tokens: ' Paris', ' France'" means "this latent fires on
+text containing ' Paris' or ' France'". It is a PROXY for an LLM explanation (no LLM is needed to make it;
+`saelab.features.llm` makes the real thing when a user has an endpoint) and is marked `proxy: true`
+wherever it is stored.
+
+1. Rule (`auto_label`): for each latent, the tokens at the max-activating position of its top contexts
+   (and, tagged "after", the token just before it) are compared with how often they occur in the pooled
+   context windows of all the other latents. Ranking is by the z-score of a smoothed log-odds ratio (see
+   `formula_text`); up to `max_tokens` tokens that recur in the contexts and are over-represented make the
+   rule. When the contexts share no such token the rule falls back to the latent's most promoted logit
+   tokens ("promotes: …").
+2. Detection (`detection_scores`): on held-out rows the dashboards never saw, sequence level. Up to N rows
+   where the latent fires and as many where it never fires; the rule predicts "fires" iff the row contains
+   a rule token; balanced accuracy (TPR + TNR)/2 and F1, with the counts.
+
+Everything is vectorised over latents: one forward over the held-out rows gives a [n_rows, d_sae] "fires in
+row" matrix (`latent_activity`), a sparse [n_rows, vocab] token presence matrix (`token_presence`) times a
+sparse [vocab, d_sae] rule matrix gives every rule's prediction on every row at once.
+
+Position 0 of a row and every separator token are attention sinks (residual norm ~1e4): SAEs are trained
+without them, so they count neither as "fires" nor as "contains" anywhere here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from scipy import sparse
+
+from saelab.corpus import separator_id
+from saelab.errors import BadInputError, CorruptFileError, IncompatibleSAEError
+from saelab.features.store import LABELS_FILE, LATENTS_FILE, META_FILE, dashboards_dir
+from saelab.hooks import cache_activations
+from saelab.models.handle import ModelHandle
+from saelab.sae.files import LoadedSAE
+from saelab.storage import DASHBOARD_DIR, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+METHOD = "contrastive-tokens"
+LabelKind = Literal["tokens", "promotes", "none", "dead"]
+Progress = Callable[[int, int], None]
+
+
+# ---------------------------------------------------------------- config
+
+
+@dataclass(kw_only=True)
+class LabelConfig:
+    """Knobs of the offline labeller and of the detection score (all recorded in labels.json).
+
+    Attributes:
+        max_tokens: most tokens in one rule.
+        min_count: a rule token must occur in at least this many top contexts ...
+        min_share: ... and in at least this fraction of them.
+        z_min: smallest z-score of the smoothed log-odds for a rule token.
+        alpha: additive smoothing of every count in the log-odds.
+        use_previous: also consider the token just before the max-activating one ("after: …").
+        n_promoted: tokens in a "promotes: …" fallback rule.
+        n_per_class: detection uses up to this many firing rows and as many non-firing rows.
+        min_rows: fewer firing (or non-firing) held-out rows than this → no detection score.
+        seed: seed of the row sampling (per latent: `default_rng((seed, latent))`).
+        batch_size: held-out rows per forward pass.
+        compute_dtype: dtype of the forward over held-out rows (bf16 is ~4x faster on CPU; the SAE
+            itself encodes in its own dtype).
+    """
+
+    max_tokens: int = 3
+    min_count: int = 2
+    min_share: float = 0.2
+    z_min: float = 3.0
+    alpha: float = 0.5
+    use_previous: bool = True
+    n_promoted: int = 3
+    n_per_class: int = 100
+    min_rows: int = 5
+    seed: int = 0
+    batch_size: int = 32
+    compute_dtype: Literal["float32", "bfloat16"] = "bfloat16"
+
+    def __post_init__(self) -> None:
+        for name in ("max_tokens", "min_count", "n_promoted", "n_per_class", "min_rows", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise BadInputError(f"LabelConfig.{name} must be a positive integer, got {value!r}")
+        if not 0.0 <= self.min_share <= 1.0:
+            raise BadInputError(f"LabelConfig.min_share must lie in [0, 1], got {self.min_share!r}")
+        if not self.alpha > 0:
+            raise BadInputError(f"LabelConfig.alpha must be > 0, got {self.alpha!r}")
+        if self.compute_dtype not in ("float32", "bfloat16"):
+            raise BadInputError(
+                f"LabelConfig.compute_dtype must be 'float32' or 'bfloat16', got {self.compute_dtype!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LabelConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def formula_text(cfg: LabelConfig) -> str:
+    """The labelling rule and the detection score, in words and symbols (stored in labels.json)."""
+    return (
+        "PROXY label, made without an LLM: for latent i, y(t) = number of its n top contexts whose "
+        "max-activating token is t"
+        + (" (separately: whose token just before it is t, shown as 'after: …')" if cfg.use_previous else "")
+        + "; b(t) = occurrences of t among the B tokens of all other latents' context windows. "
+        f"Smoothed log-odds δ = log((y+α)/(n−y+α)) − log((b+α)/(B−b+α)), "
+        f"z = δ / √(1/(y+α) + 1/(n−y+α) + 1/(b+α) + 1/(B−b+α)), α = {cfg.alpha:g}. "
+        f"The rule keeps up to {cfg.max_tokens} tokens with y ≥ max({cfg.min_count}, ⌈{cfg.min_share:g}·n⌉) and "
+        f"z ≥ {cfg.z_min:g}, highest z first; when none qualifies it is the latent's {cfg.n_promoted} most promoted "
+        "logit tokens ('promotes: …'). "
+        "Detection (sequence level, on held-out rows the dashboards never used): up to "
+        f"N = {cfg.n_per_class} rows where the latent fires (activation > 0 at a position other than position 0 and "
+        "separator tokens, the attention sinks) and as many rows where it never fires; the rule predicts 'fires' iff "
+        "the row contains a rule token at an analysed position (an 'after' token: right before one). "
+        "Balanced accuracy = (TPR + TNR)/2 = (TP/(TP+FN) + TN/(TN+FP))/2; F1 = 2TP/(2TP+FP+FN). No score when fewer than "
+        f"{cfg.min_rows} rows fire or fewer than {cfg.min_rows} rows do not."
+    )
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass
+class LatentLabel:
+    """One latent's label and its detection score.
+
+    Attributes:
+        label: the rule in words, e.g. "tokens: ' Paris', ' France'; after: ' in'".
+        token_ids: the rule's token ids: a row "contains" the label iff it holds one of them at an analysed
+            position or, for the ids also in `after_ids`, right before an analysed position.
+        after_ids: the rule tokens that match the token just BEFORE the latent's peak ("after: …").
+        kind: "tokens" (contrastive tokens), "promotes" (fallback: top promoted logit tokens), "none"
+            (no rule could be made), "dead" (never fired in the dashboard sample).
+        detection_balanced_accuracy, detection_f1: None when there were too few rows to score (see `note`).
+        n_pos, n_neg: held-out rows scored where the latent fires / never fires.
+        tp, fp, fn, tn: confusion counts of the rule over those rows.
+        note: why there is no score, or anything else worth knowing.
+    """
+
+    label: str
+    token_ids: list[int]
+    kind: LabelKind
+    after_ids: list[int] = field(default_factory=list)
+    detection_balanced_accuracy: float | None = None
+    detection_f1: float | None = None
+    n_pos: int = 0
+    n_neg: int = 0
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    tn: int = 0
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LatentLabel:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class LabelSet:
+    """Labels for every latent of one SAE (what labels.json holds).
+
+    Attributes:
+        latents: one `LatentLabel` per latent, index = latent id.
+        method: "contrastive-tokens".
+        proxy: True: offline labels stand in for LLM explanations.
+        formula: the rule and the detection score in words (`formula_text`).
+        detection: metric name, held-out rows used, sequence length, sampling.
+        config: `LabelConfig.to_dict()`.
+        provenance: model, hook, SAE folder, timings.
+        llm: optional LLM explanations scored the same way (`saelab.features.llm.llm_labels`), or a note
+            saying why none were made.
+    """
+
+    latents: list[LatentLabel]
+    method: str = METHOD
+    proxy: bool = True
+    formula: str = ""
+    detection: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    llm: dict[str, Any] | None = None
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+    def __getitem__(self, latent: int) -> LatentLabel:
+        return self.latents[latent]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "method": self.method,
+            "proxy": self.proxy,
+            "formula": self.formula,
+            "detection": self.detection,
+            "config": self.config,
+            "provenance": self.provenance,
+            "latents": [lab.to_dict() for lab in self.latents],
+        }
+        if self.llm is not None:
+            out["llm"] = self.llm
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LabelSet:
+        if not isinstance(d, Mapping) or not isinstance(d.get("latents"), list):
+            raise CorruptFileError("labels data has no 'latents' list")
+        return cls(
+            latents=[LatentLabel.from_dict(x) for x in d["latents"]],
+            method=d.get("method", METHOD),
+            proxy=bool(d.get("proxy", True)),
+            formula=d.get("formula", ""),
+            detection=dict(d.get("detection", {})),
+            config=dict(d.get("config", {})),
+            provenance=dict(d.get("provenance", {})),
+            llm=d.get("llm"),
+        )
+
+
+def labels_path(sae_dir: str | Path) -> Path:
+    """`<sae_dir>/dashboards/labels.json` (or `labels.json` inside a dashboards folder given directly)."""
+    return dashboards_dir(sae_dir) / LABELS_FILE
+
+
+def write_labels(sae_dir: str | Path, labels: LabelSet) -> Path:
+    """Write `<sae_dir>/dashboards/labels.json` atomically; returns its path."""
+    path = labels_path(sae_dir)
+    write_json(path, labels.to_dict())
+    return path
+
+
+def read_labels(sae_dir: str | Path) -> LabelSet | None:
+    """The labels written by `write_labels`, or None when there are none."""
+    path = labels_path(sae_dir)
+    if not path.exists():
+        return None
+    try:
+        return LabelSet.from_dict(read_json(path))
+    except (TypeError, ValueError) as err:
+        raise CorruptFileError(f"{path} is not a labels file ({err}); it was left untouched.") from err
+
+
+# ---------------------------------------------------------------- dashboard arrays
+
+
+def latents_file(source: Any) -> Path | None:
+    """The latents.safetensors behind a path or a store object (None if there is none)."""
+    candidates: list[Any] = [source] if isinstance(source, str | Path) else []
+    candidates += [getattr(source, a, None) for a in ("sae_dir", "path", "root", "dir", "dashboard_dir")]
+    for c in candidates:
+        if not isinstance(c, str | Path):
+            continue
+        c = Path(c)
+        for f in (c / DASHBOARD_DIR / LATENTS_FILE, c / LATENTS_FILE, c):
+            if f.is_file() and f.name == LATENTS_FILE:
+                return f
+    return None
+
+
+def dashboard_arrays(source: Any, keys: Sequence[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The dashboard arrays named `keys` for ALL latents, and the dashboard meta.
+
+    `source` is an SAE folder (or its dashboards folder), a store object (anything with `.latent(i)`,
+    `.meta` and `.d_sae`, e.g. `DashboardStore`), or a mapping of arrays with a "meta" entry. Keys the
+    source lacks are left out of the result; callers decide which they need.
+    """
+    if isinstance(source, Mapping):
+        meta = dict(source.get("meta", {}))
+        return {k: np.asarray(source[k]) for k in keys if k in source}, meta
+    path = latents_file(source)
+    if path is not None:
+        from safetensors import SafetensorError, safe_open
+
+        meta = getattr(source, "meta", None)
+        if not isinstance(meta, Mapping):
+            meta_path = path.parent / META_FILE
+            meta = read_json(meta_path) if meta_path.exists() else {}
+        try:
+            with safe_open(str(path), framework="np") as fh:
+                names = set(fh.keys())
+                return {k: fh.get_tensor(k) for k in keys if k in names}, dict(meta)
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CorruptFileError(
+                f"{path} is not a readable safetensors file ({err}); it was left untouched."
+            ) from err
+    if hasattr(source, "latent") and hasattr(source, "d_sae"):
+        rows = [source.latent(i) for i in range(int(source.d_sae))]
+        out = {k: np.stack([np.asarray(getattr(r, k)) for r in rows]) for k in keys if rows and hasattr(rows[0], k)}
+        return out, dict(getattr(source, "meta", {}) or {})
+    if isinstance(source, str | Path):
+        raise BadInputError(
+            f"No dashboards at {source}: expected {Path(source) / DASHBOARD_DIR / LATENTS_FILE}. Build them first."
+        )
+    raise BadInputError(f"Cannot read dashboard arrays from a {type(source).__name__}.")
+
+
+def dashboard_ctx_left(meta: Mapping[str, Any], top_tokens: np.ndarray) -> int:
+    if "ctx_left" not in meta:
+        raise CorruptFileError("the dashboard meta lacks 'ctx_left' (where the max-activating token sits)")
+    ctx_left = int(meta["ctx_left"])
+    if not 0 <= ctx_left < top_tokens.shape[-1]:
+        raise CorruptFileError(f"dashboard ctx_left={ctx_left} lies outside the {top_tokens.shape[-1]}-token window")
+    return ctx_left
+
+
+# ---------------------------------------------------------------- rules
+
+
+def show_token(tokenizer, token_id: int, _cache: dict[int, str] | None = None) -> str:
+    """A token as a quoted literal with whitespace visible: ' Paris', '\\n'."""
+    if _cache is not None and token_id in _cache:
+        return _cache[token_id]
+    text = repr(tokenizer.decode([int(token_id)]))
+    if _cache is not None:
+        _cache[token_id] = text
+    return text
+
+
+def _log_odds_z(y: np.ndarray, n: int, b: np.ndarray, total: float, alpha: float) -> np.ndarray:
+    """z-score of the smoothed log-odds ratio of counts y/n (latent) against b/total (background)."""
+    a = alpha
+    delta = np.log((y + a) / (n - y + a)) - np.log((b + a) / (total - b + a))
+    var = 1 / (y + a) + 1 / (n - y + a) + 1 / (b + a) + 1 / (total - b + a)
+    return delta / np.sqrt(var)
+
+
+@dataclass
+class _Candidate:
+    token: int
+    where: Literal["at", "after"]
+    z: float
+
+
+def _candidates(
+    tokens: np.ndarray, n: int, own: tuple[np.ndarray, np.ndarray], bg: np.ndarray, bg_total: float, cfg: LabelConfig
+) -> list[_Candidate]:
+    """Tokens of `tokens` (one per context) that pass the count, share and z thresholds."""
+    if n == 0 or tokens.size == 0:
+        return []
+    ids, y = np.unique(tokens, return_counts=True)
+    keep = y >= max(cfg.min_count, math.ceil(cfg.min_share * n))
+    ids, y = ids[keep], y[keep]
+    if ids.size == 0:
+        return []
+    own_ids, own_counts = own
+    pos = np.searchsorted(own_ids, ids)
+    own_y = np.where(
+        (pos < own_ids.size) & (own_ids[np.minimum(pos, own_ids.size - 1)] == ids),
+        own_counts[np.minimum(pos, own_ids.size - 1)],
+        0,
+    )
+    b = np.maximum(bg[ids] - own_y, 0).astype(np.float64)
+    total = max(bg_total - float(own_counts.sum()), 1.0)
+    z = _log_odds_z(y.astype(np.float64), n, b, total, cfg.alpha)
+    ok = z >= cfg.z_min
+    return [_Candidate(int(t), "at", float(s)) for t, s in zip(ids[ok], z[ok])]
+
+
+def _rule_text(chosen: list[_Candidate], tokenizer, cache: dict[int, str]) -> str:
+    at = [show_token(tokenizer, c.token, cache) for c in chosen if c.where == "at"]
+    after = [show_token(tokenizer, c.token, cache) for c in chosen if c.where == "after"]
+    parts = ([f"tokens: {', '.join(at)}"] if at else []) + ([f"after: {', '.join(after)}"] if after else [])
+    return "; ".join(parts)
+
+
+def auto_label(
+    top_tokens: np.ndarray,
+    top_acts: np.ndarray,
+    ctx_left: int,
+    tokenizer,
+    logit_pos_ids: np.ndarray | None = None,
+    cfg: LabelConfig | None = None,
+) -> list[LatentLabel]:
+    """Offline contrastive-token rules for every latent (no detection score yet).
+
+    Args:
+        top_tokens: int [d_sae, n_top, ctx] token ids of each latent's top contexts (-1 = padding).
+        top_acts: float [d_sae, n_top, ctx] activations; the max-activating token sits at `ctx_left`.
+        ctx_left: index of the max-activating token in each window.
+        tokenizer: decodes rule tokens for display.
+        logit_pos_ids: int [d_sae, ≥n_promoted] most promoted tokens, for the fallback rule (optional).
+    """
+    cfg = cfg or LabelConfig()
+    top_tokens = np.asarray(top_tokens)
+    top_acts = np.asarray(top_acts, dtype=np.float32)
+    if top_tokens.ndim != 3 or top_tokens.shape != top_acts.shape:
+        raise CorruptFileError(
+            f"top_tokens {top_tokens.shape} and top_acts {top_acts.shape} must both be [d_sae, n_top, ctx]"
+        )
+    d_sae = top_tokens.shape[0]
+    valid_tok = top_tokens >= 0
+    vocab = int(top_tokens.max(initial=0)) + 1
+    if logit_pos_ids is not None and np.size(logit_pos_ids):
+        vocab = max(vocab, int(np.max(logit_pos_ids)) + 1)
+    bg = np.bincount(top_tokens[valid_tok].ravel(), minlength=vocab).astype(np.float64)
+    bg_total = float(bg.sum())
+    cache: dict[int, str] = {}
+    out: list[LatentLabel] = []
+    for i in range(d_sae):
+        tt, ta = top_tokens[i], top_acts[i]
+        ctx_ok = (tt[:, ctx_left] >= 0) & (ta[:, ctx_left] > 0)
+        n = int(ctx_ok.sum())
+        if n == 0:
+            out.append(LatentLabel("dead (never fired in the dashboard sample)", [], "dead"))
+            continue
+        own = np.unique(tt[tt >= 0], return_counts=True)
+        cands = _candidates(tt[ctx_ok, ctx_left], n, own, bg, bg_total, cfg)
+        if cfg.use_previous and ctx_left > 0:
+            prev = tt[ctx_ok, ctx_left - 1]
+            prev_ok = prev >= 0
+            for c in _candidates(prev[prev_ok], int(prev_ok.sum()), own, bg, bg_total, cfg):
+                c.where = "after"
+                cands.append(c)
+        chosen: list[_Candidate] = []
+        for c in sorted(cands, key=lambda c: (-c.z, c.token)):
+            if c.token not in {x.token for x in chosen}:
+                chosen.append(c)
+            if len(chosen) == cfg.max_tokens:
+                break
+        if chosen:
+            after = [c.token for c in chosen if c.where == "after"]
+            text = _rule_text(chosen, tokenizer, cache)
+            out.append(LatentLabel(text, [c.token for c in chosen], "tokens", after_ids=after))
+            continue
+        promoted = [] if logit_pos_ids is None else [int(t) for t in np.asarray(logit_pos_ids[i])[: cfg.n_promoted]]
+        promoted = [t for t in promoted if t >= 0]
+        if promoted:
+            shown = ", ".join(show_token(tokenizer, t, cache) for t in promoted)
+            out.append(LatentLabel(f"promotes: {shown}", promoted, "promotes", note="top contexts share no token"))
+        else:
+            out.append(LatentLabel("no shared token", [], "none", note="top contexts share no token; no logit data"))
+    return out
+
+
+# ---------------------------------------------------------------- held-out activity
+
+
+def sink_mask(tokens: torch.Tensor, sep_id: int) -> torch.Tensor:
+    """bool [n_seq, seq_len]: True at the positions analysed (not position 0, not a separator)."""
+    keep = tokens != sep_id
+    keep[:, 0] = False
+    return keep
+
+
+def _check_tokens(handle: ModelHandle, tokens: torch.Tensor) -> torch.Tensor:
+    if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2 or tokens.numel() == 0 or tokens.shape[1] < 2:
+        shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+        raise BadInputError(f"Held-out tokens must be a non-empty [n_seq, seq_len ≥ 2] tensor, got {shape}.")
+    if tokens.dtype not in (torch.int64, torch.int32):
+        raise BadInputError(f"Held-out tokens must be integer ids, got dtype {tokens.dtype}.")
+    vocab = int(handle.cfg.d_vocab)
+    if int(tokens.min()) < 0 or int(tokens.max()) >= vocab:
+        raise BadInputError(f"Token ids must lie in [0, {vocab}); got {int(tokens.min())}..{int(tokens.max())}.")
+    return tokens.long()
+
+
+def latent_activity(
+    handle: ModelHandle,
+    loaded: LoadedSAE,
+    tokens: torch.Tensor,
+    batch_size: int = 32,
+    *,
+    compute_dtype: torch.dtype = torch.bfloat16,
+    progress: Progress | None = None,
+) -> torch.Tensor:
+    """bool [n_seq, d_sae]: does each latent fire (activation > 0) anywhere in each row?
+
+    Position 0 and separator tokens (attention sinks) are left out. The forward stops after the SAE's hook
+    and runs in `compute_dtype` on a private copy of the model (`saelab.activations.compute_handle`); the SAE
+    encodes in its own dtype. `progress(done_batches, n_batches)`.
+    """
+    from saelab.activations import compute_handle
+
+    tokens = _check_tokens(handle, tokens)
+    sae, hook = loaded.sae, loaded.hook
+    keep = sink_mask(tokens, separator_id(handle.tokenizer))
+    run = compute_handle(handle, compute_dtype)
+    d_sae = int(sae.cfg.d_sae)
+    fires = torch.zeros(tokens.shape[0], d_sae, dtype=torch.bool)
+    starts = range(0, tokens.shape[0], batch_size)
+    with torch.inference_mode():
+        for b, start in enumerate(starts):
+            rows = slice(start, start + batch_size)
+            act = cache_activations(run, tokens[rows].to(run.cfg.device), [hook])[hook]
+            f_BLD = sae.encode(act.to(device=sae.device, dtype=sae.dtype))
+            f_BLD = f_BLD.reshape(*f_BLD.shape[:2], d_sae)
+            fires[rows] = ((f_BLD > 0) & keep[rows, :, None].to(f_BLD.device)).any(dim=1).cpu()
+            if progress is not None:
+                progress(b + 1, len(starts))
+    return fires
+
+
+def token_presence(tokens: torch.Tensor, keep: torch.Tensor, vocab: int, *, before: bool = False) -> sparse.csr_matrix:
+    """Sparse 0/1 [n_seq, vocab]: does row r hold token t at a kept position (`before`: just before one)?"""
+    if before:  # the token at p − 1 for every kept p ≥ 1 (a separator or position 0 may precede one)
+        tokens, keep = tokens[:, :-1], keep[:, 1:]
+    n_seq, seq_len = tokens.shape
+    rows = np.repeat(np.arange(n_seq), seq_len)[keep.reshape(-1).numpy()]
+    cols = tokens.reshape(-1)[keep.reshape(-1)].numpy()
+    m = sparse.csr_matrix((np.ones(rows.size, dtype=np.float32), (rows, cols)), shape=(n_seq, vocab))
+    m.data[:] = 1.0  # duplicates were summed
+    return m
+
+
+@dataclass
+class HeldoutRows:
+    """Held-out rows and what the detection score needs from them.
+
+    Attributes:
+        tokens: int64 [n_rows, seq_len].
+        keep: bool [n_rows, seq_len], False at attention sinks (position 0, separators).
+        fires: bool [n_rows, d_sae], latent fires at a kept position of the row.
+        presence: sparse [n_rows, vocab], row holds the token at a kept position.
+        presence_before: sparse [n_rows, vocab], row holds the token right before a kept position.
+    """
+
+    tokens: torch.Tensor
+    keep: torch.Tensor
+    fires: torch.Tensor
+    presence: sparse.csr_matrix
+    presence_before: sparse.csr_matrix
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.tokens.shape[0])
+
+
+def heldout_rows(
+    handle: ModelHandle,
+    loaded: LoadedSAE,
+    tokens: torch.Tensor,
+    *,
+    batch_size: int = 32,
+    compute_dtype: torch.dtype = torch.bfloat16,
+    progress: Progress | None = None,
+) -> HeldoutRows:
+    """Run the held-out rows once: latent activity and token presence (see `HeldoutRows`)."""
+    tokens = _check_tokens(handle, tokens)
+    fires = latent_activity(handle, loaded, tokens, batch_size, compute_dtype=compute_dtype, progress=progress)
+    keep = sink_mask(tokens, separator_id(handle.tokenizer))
+    vocab = int(handle.cfg.d_vocab)
+    return HeldoutRows(
+        tokens,
+        keep,
+        fires,
+        token_presence(tokens, keep, vocab),
+        token_presence(tokens, keep, vocab, before=True),
+    )
+
+
+def predict_rows(rows: HeldoutRows, label: LatentLabel) -> np.ndarray:
+    """bool [n_rows]: does each row contain `label`'s rule (see `LatentLabel.token_ids`)?"""
+    after = set(label.after_ids)
+    at = [t for t in label.token_ids if t not in after]
+    hit = np.asarray(rows.presence[:, at].sum(axis=1)).ravel() > 0
+    if after:
+        hit |= np.asarray(rows.presence_before[:, sorted(after)].sum(axis=1)).ravel() > 0
+    return hit
+
+
+# ---------------------------------------------------------------- detection
+
+
+def sample_rows(fires_row: np.ndarray, n_per_class: int, seed: int, latent: int) -> tuple[np.ndarray, np.ndarray]:
+    """(positive rows, negative rows) for one latent: up to `n_per_class` of each, as many of each.
+
+    The sample for a smaller `n_per_class` is a prefix of the one for a larger, so scores made on a few rows
+    (an LLM simulator's) use rows the offline score also used.
+    """
+    rng = np.random.default_rng((seed, latent))
+    pos = rng.permutation(np.flatnonzero(fires_row))
+    neg = rng.permutation(np.flatnonzero(~fires_row))
+    m = min(n_per_class, pos.size, neg.size)
+    return pos[:m], neg[:m]
+
+
+def score_predictions(pred_pos: np.ndarray, pred_neg: np.ndarray) -> dict[str, Any]:
+    """Balanced accuracy and F1 of bool predictions on positive and negative rows, with the counts."""
+    tp, fp = int(pred_pos.sum()), int(pred_neg.sum())
+    fn, tn = int(pred_pos.size) - tp, int(pred_neg.size) - fp
+    tpr = tp / (tp + fn) if tp + fn else 0.0
+    tnr = tn / (tn + fp) if tn + fp else 0.0
+    f1_den = 2 * tp + fp + fn
+    return {
+        "detection_balanced_accuracy": (tpr + tnr) / 2,
+        "detection_f1": 2 * tp / f1_den if f1_den else 0.0,
+        "n_pos": int(pred_pos.size),
+        "n_neg": int(pred_neg.size),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+    }
+
+
+def too_few_rows(n_fire: int, n_rows: int, min_rows: int) -> str | None:
+    """Why a latent cannot be scored on these rows, or None when it can."""
+    if n_fire < min_rows:
+        return f"fires in only {n_fire} of {n_rows} held-out rows (need {min_rows})"
+    if n_rows - n_fire < min_rows:
+        return f"fires in {n_fire} of {n_rows} held-out rows: too few rows without it (need {min_rows})"
+    return None
+
+
+def _hits(presence: sparse.spmatrix, rules: Sequence[Sequence[int]]) -> np.ndarray:
+    """float [n_rows, d_sae]: how many of latent j's rule tokens row r holds (one sparse product)."""
+    presence = sparse.csr_matrix(presence, dtype=np.float32)
+    vocab, d_sae = presence.shape[1], len(rules)
+    lat = np.repeat(np.arange(d_sae), [len(r) for r in rules])
+    tok = np.fromiter((t for r in rules for t in r), dtype=np.int64, count=lat.size)
+    ok = (tok >= 0) & (tok < vocab)  # a token the rows cannot contain predicts nothing
+    rule_m = sparse.csr_matrix((np.ones(int(ok.sum()), np.float32), (tok[ok], lat[ok])), shape=(vocab, d_sae))
+    return (presence @ rule_m).toarray()
+
+
+def detection_scores(
+    fires: torch.Tensor | np.ndarray,
+    presence: sparse.spmatrix,
+    rules: Sequence[Sequence[int]],
+    cfg: LabelConfig | None = None,
+    *,
+    presence_before: sparse.spmatrix | None = None,
+    after_rules: Sequence[Sequence[int]] | None = None,
+) -> list[dict[str, Any]]:
+    """Score every rule against latent activity: one dict per latent (see `LatentLabel` fields).
+
+    Args:
+        fires: bool [n_rows, d_sae], latent fires in row.
+        presence: sparse [n_rows, vocab], row holds token (at an analysed position).
+        rules: per latent, the token ids whose presence predicts "fires".
+        presence_before, after_rules: likewise for tokens right before an analysed position ("after: …").
+    """
+    cfg = cfg or LabelConfig()
+    fires = fires.numpy() if isinstance(fires, torch.Tensor) else np.asarray(fires)
+    n_rows, d_sae = fires.shape
+    if len(rules) != d_sae or (after_rules is not None and len(after_rules) != d_sae):
+        raise BadInputError(f"{len(rules)} rules for {d_sae} latents")
+    hits = _hits(presence, rules)
+    if after_rules is not None and any(after_rules):
+        if presence_before is None:
+            raise BadInputError("'after' rules need presence_before")
+        hits += _hits(presence_before, after_rules)
+    pred_T = np.ascontiguousarray(hits.T > 0)  # [d_sae, n_rows]
+    fires_T = np.ascontiguousarray(fires.T.astype(bool))
+    has_rule = [bool(r) for r in rules] if after_rules is None else [bool(a or b) for a, b in zip(rules, after_rules)]
+    out: list[dict[str, Any]] = []
+    for i in range(d_sae):
+        if not has_rule[i]:
+            out.append({"note": "no rule to score"})
+            continue
+        reason = too_few_rows(int(fires_T[i].sum()), n_rows, cfg.min_rows)
+        if reason:
+            out.append({"note": reason, "n_pos": 0, "n_neg": 0})
+            continue
+        pos, neg = sample_rows(fires_T[i], cfg.n_per_class, cfg.seed, i)
+        out.append(score_predictions(pred_T[i, pos], pred_T[i, neg]))
+    return out
+
+
+# ---------------------------------------------------------------- everything
+
+
+def label_all(
+    handle: ModelHandle,
+    loaded: LoadedSAE,
+    store_or_arrays: Any,
+    heldout_tokens: torch.Tensor,
+    progress: Progress | None = None,
+    *,
+    cfg: LabelConfig | None = None,
+) -> LabelSet:
+    """Label every latent offline and score each label on `heldout_tokens` [n_rows, seq_len].
+
+    `store_or_arrays`: the SAE folder, a `DashboardStore`, or a mapping of dashboard arrays (see
+    `dashboard_arrays`). The held-out rows must be text the dashboards did not use. `progress(done, total)`
+    counts forward batches plus one step each for the rules and the scoring.
+    """
+    cfg = cfg or LabelConfig()
+    t0 = time.perf_counter()
+    heldout_tokens = _check_tokens(handle, heldout_tokens)
+    arrays, meta = dashboard_arrays(store_or_arrays, ("top_tokens", "top_acts", "logit_pos_ids"))
+    missing = [k for k in ("top_tokens", "top_acts") if k not in arrays]
+    if missing:
+        raise CorruptFileError(f"the dashboard data lacks {', '.join(missing)}")
+    d_sae = int(loaded.sae.cfg.d_sae)
+    if arrays["top_tokens"].shape[0] != d_sae:
+        raise IncompatibleSAEError(
+            f"The dashboards describe {arrays['top_tokens'].shape[0]} latents but the SAE at {loaded.path} has "
+            f"{d_sae}; rebuild the dashboards for this SAE."
+        )
+    n_batches = math.ceil(heldout_tokens.shape[0] / cfg.batch_size)
+    total = n_batches + 2
+
+    def tick(done: int) -> None:
+        if progress is not None:
+            progress(done, total)
+
+    labels = auto_label(
+        arrays["top_tokens"],
+        arrays["top_acts"],
+        dashboard_ctx_left(meta, arrays["top_tokens"]),
+        handle.tokenizer,
+        arrays.get("logit_pos_ids"),
+        cfg,
+    )
+    t_rules = time.perf_counter() - t0
+    tick(1)
+    rows = heldout_rows(
+        handle,
+        loaded,
+        heldout_tokens,
+        batch_size=cfg.batch_size,
+        compute_dtype=getattr(torch, cfg.compute_dtype),
+        progress=lambda done, _n: tick(1 + done),
+    )
+    t_forward = time.perf_counter() - t0 - t_rules
+    after = [lab.after_ids for lab in labels]
+    at = [[t for t in lab.token_ids if t not in lab.after_ids] for lab in labels]
+    scores = detection_scores(
+        rows.fires, rows.presence, at, cfg, presence_before=rows.presence_before, after_rules=after
+    )
+    for lab, score in zip(labels, scores):
+        note = score.pop("note", None)
+        for k, v in score.items():
+            setattr(lab, k, v)
+        if note:
+            lab.note = f"{lab.note}; {note}" if lab.note else note
+    tick(total)
+    elapsed = time.perf_counter() - t0
+    n_rows, seq_len = heldout_tokens.shape
+    log.info("labelled %d latents in %.1f s (forward %.1f s)", d_sae, elapsed, t_forward)
+    return LabelSet(
+        latents=labels,
+        formula=formula_text(cfg),
+        detection={
+            "metric": "balanced accuracy = (TPR + TNR)/2 of the rule 'row contains a label token' predicting "
+            "'latent fires in row'; also F1",
+            "level": "sequence",
+            "n_rows": int(n_rows),
+            "seq_len": int(seq_len),
+            "n_per_class": cfg.n_per_class,
+            "excluded_positions": "position 0 and separator tokens (attention sinks)",
+            "n_scored": sum(lab.detection_balanced_accuracy is not None for lab in labels),
+        },
+        config=cfg.to_dict(),
+        provenance={
+            "model": handle.name,
+            "hook": loaded.hook,
+            "sae": str(loaded.path),
+            "d_sae": d_sae,
+            "dashboard_meta": {k: v for k, v in meta.items() if isinstance(v, int | float | str | bool)},
+            "dashboard_sae_fingerprint": (meta.get("sae") or {}).get("fingerprint"),
+            "elapsed_s": round(elapsed, 2),
+            "forward_s": round(t_forward, 2),
+        },
+    )
+
+
+__all__ = [
+    "HeldoutRows",
+    "LabelConfig",
+    "LabelSet",
+    "LatentLabel",
+    "auto_label",
+    "dashboard_arrays",
+    "detection_scores",
+    "formula_text",
+    "heldout_rows",
+    "label_all",
+    "predict_rows",
+    "latent_activity",
+    "read_labels",
+    "sample_rows",
+    "score_predictions",
+    "show_token",
+    "token_presence",
+    "write_labels",
+]

@@ -1,0 +1,186 @@
+"""The feature pages through the real entry point (AppTest), on the tiny model and a tiny SAE + dashboards."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.fixtures_ui import D_SAE, XSS, build_feature_root, build_real_dashboards
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+@pytest.fixture(scope="module")
+def feature_root(tmp_path_factory, tiny_handle):
+    root = tmp_path_factory.mktemp("features")
+    build_feature_root(root, tiny_handle.tokenizer)
+    return root
+
+
+@pytest.fixture
+def app(feature_root, monkeypatch):
+    """An AppTest of app.py reading the tiny SAE, on the tiny model."""
+    monkeypatch.setenv("SAELAB_FEATURES", str(feature_root))
+    monkeypatch.setenv("SAELAB_MODEL", "tiny")
+    return AppTest.from_file(APP, default_timeout=120)
+
+
+def _open(at: AppTest, page: str, **query: str) -> AppTest:
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.switch_page(page)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _html(at: AppTest) -> str:
+    return "".join(h.proto.body for h in at.get("html"))
+
+
+@pytest.mark.parametrize(
+    "page", ["pages/explorer.py", "pages/prompt_view.py", "pages/feature_map.py", "pages/steering.py"]
+)
+def test_pages__render_without_exception(app, page):
+    at = _open(app, page)
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_explorer__latent_from_url_shows_its_dashboard(app):
+    at = _open(app, "pages/explorer.py", latent="3")
+    html = _html(at)
+    assert "Latent 3" in html and "proxy" in html
+    assert "<script" not in html.lower() and "&lt;script&gt;" in html  # label and context shown as text
+    assert "saelab-tok" in html  # highlighted contexts
+    assert len(at.get("plotly_chart")) >= 3  # histogram + promoted + suppressed
+    assert at.number_input[0].value == 3
+    assert any("latent=3" in link.proto.query_string for link in at.get("page_link"))  # steer link
+
+
+def test_explorer__neighbour_button_opens_that_latent(app):
+    at = _open(app, "pages/explorer.py", latent="3")
+    neighbour = next(b for b in at.button if b.label.startswith("#4 "))
+    neighbour.click().run()
+    assert not at.exception
+    assert at.query_params["latent"] == ["4"] or at.query_params["latent"] == "4"
+    assert "Latent 4" in _html(at)
+
+
+@pytest.mark.parametrize("bad", [str(D_SAE), "-1", "abc"])
+def test_explorer__bad_latent_shows_error_not_exception(app, bad):
+    at = _open(app, "pages/explorer.py", latent=bad)
+    assert at.error, "an out-of-range or non-numeric index is reported"
+    assert "latent" in at.error[0].value.lower()
+
+
+def test_explorer__dead_latent_says_so(app):
+    at = _open(app, "pages/explorer.py", latent="0")
+    assert any("never fired" in w.value for w in at.warning)
+
+
+def test_explorer__number_input_opens_latent(app):
+    at = _open(app, "pages/explorer.py")
+    at.number_input[0].set_value(5).run()
+    assert not at.exception
+    assert "Latent 5" in _html(at)
+
+
+def test_prompt_view__typed_sentence_renders_table_heatmap_and_links(app):
+    at = _open(app, "pages/prompt_view.py")
+    at.text_area[0].input(f"The cat sat on the mat. {XSS}")
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert at.dataframe, "a token × latent table"
+    table = at.dataframe[0].value
+    assert "token" in table.columns and len(table) > 5
+    assert any("cat" in t for t in table["token"]), "the typed text, not the example, was analysed"
+    assert at.get("plotly_chart"), "a heatmap"
+    html = _html(at)
+    assert 'href="explorer?latent=' in html
+    assert "<script" not in html.lower()
+
+
+def test_prompt_view__long_text_is_capped_and_says_so(app):
+    at = _open(app, "pages/prompt_view.py")
+    at.text_area[0].input("word " * 700)
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    cap = 255  # the tiny model's context is 256 positions (512 for the default model)
+    assert any(f"first {cap} tokens" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert len(at.dataframe[0].value) == cap + 1  # the separator + the kept tokens
+
+
+def test_explorer__test_your_own_text_highlights_this_latent(app):
+    at = _open(app, "pages/explorer.py", latent="5")
+    at.text_area[0].input("The cat sat on the mat.")
+    next(b for b in at.button if b.label == "Show activations").click().run()
+    assert not at.exception, at.exception
+    assert any("Max in your text" in c.value for c in at.caption)
+    assert "·mat" in re.sub(r"<[^>]+>", "", _html(at))
+
+
+def test_prompt_view__empty_text_is_a_message(app):
+    at = _open(app, "pages/prompt_view.py")
+    at.text_area[0].input("   ")
+    at.button[0].click().run()
+    assert not at.exception
+    assert at.warning
+
+
+def test_feature_map__one_point_per_latent(app):
+    at = _open(app, "pages/feature_map.py")
+    chart = at.get("plotly_chart")[0]
+    assert "scattergl" in chart.proto.spec
+
+
+def test_steering__names_the_latent_and_says_not_built(app):
+    at = _open(app, "pages/steering.py", latent="3")
+    assert any("not built yet" in i.value for i in at.info)
+    assert "Latent 3" in _html(at)
+
+
+def test_pages__no_dashboards_offer_to_build(tmp_path, tiny_handle, monkeypatch):
+    build_feature_root(tmp_path, tiny_handle.tokenizer, dashboards=False)
+    monkeypatch.setenv("SAELAB_FEATURES", str(tmp_path))
+    monkeypatch.setenv("SAELAB_MODEL", "tiny")
+    at = _open(AppTest.from_file(APP, default_timeout=120), "pages/explorer.py", latent="1")
+    assert any("saelab dashboards --sae" in w.value for w in at.warning)
+    prompt = _open(AppTest.from_file(APP, default_timeout=120), "pages/prompt_view.py")
+    assert prompt.dataframe, "the prompt view works without dashboards"
+
+
+def test_pages__no_sae_is_an_empty_state(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAELAB_FEATURES", str(tmp_path))
+    monkeypatch.setenv("SAELAB_MODEL", "tiny")
+    for page in ("pages/explorer.py", "pages/feature_map.py"):
+        at = _open(AppTest.from_file(APP, default_timeout=120), page)
+        assert at.info and "No SAE found" in at.info[0].value
+
+
+def test_pages__dashboards_from_the_real_builder_render(tmp_path, tiny_handle, monkeypatch):
+    """The hand-made fixture and `build_dashboards` agree on the format the pages read."""
+    sae_dir = build_feature_root(tmp_path, tiny_handle.tokenizer, dashboards=False)
+    build_real_dashboards(sae_dir, tiny_handle)
+    monkeypatch.setenv("SAELAB_FEATURES", str(tmp_path))
+    monkeypatch.setenv("SAELAB_MODEL", "tiny")
+    for page, query in [
+        ("pages/explorer.py", {"latent": "3"}),
+        ("pages/feature_map.py", {}),
+        ("pages/steering.py", {"latent": "3"}),
+    ]:
+        at = _open(AppTest.from_file(APP, default_timeout=120), page, **query)
+        assert not at.error, [e.value for e in at.error]
+    assert "Latent 3" in _html(_open(AppTest.from_file(APP, default_timeout=120), "pages/explorer.py", latent="3"))
+
+
+def test_pages__unreadable_dashboards_are_an_error_and_a_rebuild_offer(tmp_path, tiny_handle, monkeypatch):
+    sae_dir = build_feature_root(tmp_path, tiny_handle.tokenizer)
+    (sae_dir / "dashboards" / "latents.safetensors").write_bytes(b"not safetensors")
+    monkeypatch.setenv("SAELAB_FEATURES", str(tmp_path))
+    monkeypatch.setenv("SAELAB_MODEL", "tiny")
+    at = _open(AppTest.from_file(APP, default_timeout=120), "pages/explorer.py", latent="1")
+    assert at.error and "latents.safetensors" in at.error[0].value
+    assert any("cannot be read" in w.value for w in at.warning)
