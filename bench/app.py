@@ -1,0 +1,144 @@
+"""App speed on the shipped default, in a real browser: start-up, feature-page switch p95, resident memory.
+
+Measured in one run on this machine (Debian chromium driven by Playwright, `streamlit run app.py` on localhost):
+  * first page interactive: from launching the server to the Overview page showing the model, idle
+    (dependencies installed and the converted-weights cache in place, as after `make app` once);
+  * feature page switch: in one browser session, type a latent index into the Explorer's box and wait until
+    that latent's page has rendered and the script is idle; p50/p95 over random latents;
+  * resident memory (VmRSS) of the server with the model and SAE loaded, after the Explorer and Prompt view ran;
+  * for reference, the backend part of a switch in-process (`DashboardStore.latent(i)`), and the dashboard
+    build time recorded in the shipped meta.json.
+Targets (issue 3): switch <= 300 ms p95, first page <= 5 s, RSS <= 2 GB, dashboards over 1M tokens <= 10 min.
+Writes bench/results/app.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+from common import ROOT, write_results
+
+DEFAULT = ROOT / "cached_features" / "default"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def wait_idle(page, timeout_ms: int = 60_000) -> None:
+    page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=timeout_ms)
+    page.wait_for_function("() => !document.querySelector('[data-stale=\"true\"]')", timeout=timeout_ms)
+
+
+def main() -> None:
+    from playwright.sync_api import sync_playwright
+
+    from saelab.features.store import DashboardStore
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--switches", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+
+    store = DashboardStore(DEFAULT)
+    rng = random.Random(a.seed)
+    backend = []
+    for i in rng.sample(range(store.d_sae), 200):
+        t0 = time.perf_counter()
+        store.latent(i)
+        backend.append(time.perf_counter() - t0)
+    backend.sort()
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+           "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    t_launch = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            while True:
+                try:
+                    urllib.request.urlopen(url + "/_stcore/health", timeout=1)
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            page.goto(url, wait_until="domcontentloaded")
+            page.get_by_text("smollm2-135m-instruct").first.wait_for(timeout=120_000)
+            wait_idle(page)
+            first_page_s = time.perf_counter() - t_launch
+
+            page.goto(f"{url}/explorer?latent=0", wait_until="domcontentloaded")
+            page.get_by_text("Latent 0").first.wait_for(timeout=120_000)
+            wait_idle(page)
+            box = page.locator('input[type="number"]').first
+            switches = []
+            for i in rng.sample(range(1, store.d_sae), a.switches):
+                box.fill(str(i))
+                t0 = time.perf_counter()
+                box.press("Enter")
+                page.get_by_text(re.compile(rf"^Latent {i}(\D|$)")).first.wait_for(timeout=60_000)
+                wait_idle(page)
+                switches.append(time.perf_counter() - t0)
+            page.goto(f"{url}/prompt_view", wait_until="domcontentloaded")
+            page.locator(".saelab-tok").first.wait_for(timeout=120_000)
+            wait_idle(page)
+            rss = rss_mb(proc.pid)
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    switches.sort()
+    meta = json.loads((DEFAULT / "dashboards" / "meta.json").read_text())
+    build_s = sum(v for v in (meta.get("seconds") or {}).values() if isinstance(v, (int, float)))
+    figures = {
+        "first_page_interactive_s": first_page_s,
+        "feature_switch_p50_ms": 1000 * statistics.median(switches),
+        "feature_switch_p95_ms": 1000 * switches[int(0.95 * (len(switches) - 1))],
+        "backend_latent_read_p95_ms": 1000 * backend[int(0.95 * (len(backend) - 1))],
+        "server_rss_mb": rss,
+        "dashboard_build_s": build_s,
+        "dashboard_tokens": meta.get("n_tokens"),
+    }
+    ratios = {
+        "switch_p95_over_300ms_target": figures["feature_switch_p95_ms"] / 300,
+        "first_page_over_5s_target": first_page_s / 5,
+        "rss_over_2gb_target": rss / 2048,
+        "dashboard_build_over_10min_target": build_s / 600,
+    }
+    notes = ["switch time is measured in the browser from pressing Enter to the new latent's page rendered and idle"]
+    write_results("app", figures, ratios, notes, config=vars(a))
+
+
+if __name__ == "__main__":
+    main()
