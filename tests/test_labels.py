@@ -22,18 +22,14 @@ from sae_lens import StandardSAE, StandardSAEConfig
 from safetensors.numpy import save_file
 
 from saelab.errors import BadInputError, IncompatibleSAEError
+from saelab.features.detection import detection_scores, heldout_rows, latent_activity, sink_mask, token_presence
 from saelab.features.labels import (
     LabelConfig,
     LabelSet,
     auto_label,
     dashboard_arrays,
-    detection_scores,
-    heldout_rows,
     label_all,
-    latent_activity,
     read_labels,
-    sink_mask,
-    token_presence,
     write_labels,
 )
 from saelab.features.llm import UNREACHABLE_NOTE, EndpointError, LLMEndpoint, format_contexts, llm_labels

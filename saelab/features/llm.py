@@ -30,15 +30,8 @@ import numpy as np
 import torch
 
 from saelab.errors import BadInputError, SaelabError
-from saelab.features.labels import (
-    HeldoutRows,
-    LabelSet,
-    dashboard_arrays,
-    predict_rows,
-    sample_rows,
-    score_predictions,
-    too_few_rows,
-)
+from saelab.features.detection import HeldoutRows, predict_rows, sample_rows, score_predictions, too_few_rows
+from saelab.features.labels import LabelSet, dashboard_arrays
 
 log = logging.getLogger(__name__)
 
