@@ -16,7 +16,8 @@ import time
 
 import torch
 from common import matmul_gflops, write_results
-from sae_lens import LoggingConfig, SAETrainer, SAETrainerConfig
+from sae_lens.config import LoggingConfig, SAETrainerConfig
+from sae_lens.training.sae_trainer import SAETrainer
 
 from saelab.sae.registry import SaeKnobs, get_architecture
 from saelab.sae.train import TrainConfig, train_sae
@@ -36,6 +37,7 @@ def run_plain(d_in: int, d_sae: int, k: int, batch: int, steps: int) -> float:
     cfg = SAETrainerConfig(
         total_training_samples=batch * steps,
         train_batch_size_samples=batch,
+        lr_end=3e-5,  # SAETrainerConfig leaves it None; SAE-Lens's runner sets lr / 10
         logger=LoggingConfig(log_to_wandb=False),
         n_batches_for_norm_estimate=1,
     )
