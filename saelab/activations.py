@@ -33,7 +33,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,6 +42,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from tqdm.auto import tqdm
 
+from saelab.configs import DictConfig
 from saelab.corpus import CorpusTokens
 from saelab.errors import BadInputError, CorruptFileError
 from saelab.hooks import cache_activations
@@ -61,7 +62,7 @@ def _shard_name(i: int) -> str:
 
 
 @dataclass(kw_only=True)
-class HarvestConfig:
+class HarvestConfig(DictConfig):
     """What to harvest and how to store it. `shard_tokens` is rounded down to whole batches of rows."""
 
     hooks: list[str]
@@ -88,16 +89,6 @@ class HarvestConfig:
             raise BadInputError(f"store_dtype must be one of {sorted(_DTYPES)}, got {self.store_dtype!r}")
         if not isinstance(self.shard_tokens, int) or self.shard_tokens < 1:
             raise BadInputError(f"shard_tokens must be a positive integer, got {self.shard_tokens!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> HarvestConfig:
-        known = {f.name for f in fields(cls)}
-        if set(d) - known:
-            raise BadInputError(f"Unknown HarvestConfig fields {sorted(set(d) - known)}; valid: {sorted(known)}")
-        return cls(**d)
 
 
 @dataclass

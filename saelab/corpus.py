@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from saelab.configs import DictConfig
 from saelab.errors import BadInputError, CorruptFileError, MissingDependencyError
 from saelab.storage import cache_dir, load_tensors, save_tensors
 
@@ -150,7 +151,7 @@ def load_dataset(name: str) -> pd.DataFrame:
 
 
 @dataclass(kw_only=True)
-class CorpusConfig:
+class CorpusConfig(DictConfig):
     """What corpus to build. `n_tokens=None` takes every document of the split.
 
     `max_doc_tokens` truncates long documents: untruncated, the train split is 44 % code (158-160:
@@ -185,14 +186,10 @@ class CorpusConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CorpusConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise BadInputError(f"Unknown CorpusConfig fields {sorted(unknown)}; valid: {sorted(known)}")
         d = dict(d)
         if "exclude" in d:
             d["exclude"] = tuple(d["exclude"])
-        return cls(**d)
+        return super().from_dict(d)
 
 
 @dataclass

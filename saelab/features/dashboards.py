@@ -28,7 +28,7 @@ import shutil
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 import saelab
 from saelab.activations import compute_handle
+from saelab.configs import DictConfig
 from saelab.corpus import separator_id
 from saelab.errors import BadInputError, CorruptFileError
 from saelab.features import projection
@@ -64,7 +65,7 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 @dataclass(kw_only=True)
-class DashboardConfig:
+class DashboardConfig(DictConfig):
     """What to compute. Windows span `ctx_left` tokens before the example and `ctx_right` after it."""
 
     n_top: int = 16
@@ -101,16 +102,6 @@ class DashboardConfig:
     @property
     def ctx(self) -> int:
         return self.ctx_left + 1 + self.ctx_right
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DashboardConfig:
-        known = {f.name for f in fields(cls)}
-        if set(d) - known:
-            raise BadInputError(f"Unknown DashboardConfig fields {sorted(set(d) - known)}; valid: {sorted(known)}")
-        return cls(**d)
 
 
 @dataclass

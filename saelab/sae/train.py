@@ -25,7 +25,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -34,6 +34,7 @@ from sae_lens.config import LoggingConfig, SAETrainerConfig
 from sae_lens.training.sae_trainer import SAETrainer
 from tqdm.auto import tqdm
 
+from saelab.configs import DictConfig
 from saelab.errors import BadInputError, CorruptFileError
 from saelab.sae.checkpoint import read_checkpoint, restore_checkpoint, write_checkpoint
 from saelab.sae.files import SaeMeta, check_replaceable, save_sae
@@ -52,7 +53,7 @@ _SAE_LENS_META_KEYS = ("context_size", "prepend_bos", "dataset_path", "hook_head
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(DictConfig):
     """How to train one SAE. Steps = total_samples // batch_size; windows are counted in steps.
 
     `sparsity_coefficient` is the L1 weight (standard, gated) or L0 weight (jumprelu); None picks
@@ -120,17 +121,6 @@ class TrainConfig:
     @property
     def total_steps(self) -> int:
         return self.total_samples // self.batch_size
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise BadInputError(f"Unknown training settings: {', '.join(unknown)}. Valid: {', '.join(sorted(names))}.")
-        return cls(**data)
 
     def knobs(self, d_in: int, metadata: dict[str, Any]) -> SaeKnobs:
         """The registry's architecture-independent SAE settings (built on CPU; moved later)."""
