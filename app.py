@@ -1,5 +1,7 @@
 """SAE Lab's entry point: `streamlit run app.py` (or `make app`)."""
 
+from pathlib import Path
+
 import streamlit as st
 
 st.set_page_config(page_title="SAE Lab", page_icon="🔬", layout="wide")
@@ -12,4 +14,14 @@ pages = [
     st.Page("pages/feature_map.py", title="Feature map", icon="🗺️", url_path="feature_map"),
     st.Page("pages/steering.py", title="Steering", icon="🎛️", url_path="steering"),
 ]
+# Analysis pages, in the order of the data flow; each is listed once its file exists.
+_ROOT = Path(__file__).resolve().parent
+for path, title, icon, slug in [
+    ("pages/steering_eval.py", "Steering evaluation", "📊", "steering_eval"),
+    ("pages/probing.py", "Probing", "🧪", "probing"),
+    ("pages/circuits.py", "Circuits", "🕸️", "circuits"),
+    ("pages/hypotheses.py", "Hypotheses", "💡", "hypotheses"),
+]:
+    if (_ROOT / path).exists():
+        pages.append(st.Page(path, title=title, icon=icon, url_path=slug))
 st.navigation(pages).run()

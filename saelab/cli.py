@@ -7,6 +7,7 @@ bar, resumes after an interruption, and prints user errors (SaelabError) without
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -16,6 +17,16 @@ from pathlib import Path
 from saelab.errors import SaelabError
 
 DEFAULT_HOOK = "blocks.12.hook_resid_post"
+
+# Modules that add their own subcommands: each has `register(sub)` taking argparse's subparsers and
+# keeps heavy imports (torch, models) inside its command functions so `saelab --help` stays fast.
+COMMAND_MODULES = (
+    "saelab.steering.cli",
+    "saelab.steering.eval_cli",
+    "saelab.probing.cli",
+    "saelab.circuits.cli",
+    "saelab.hypotheses.cli",
+)
 
 
 def _hook_slug(hook: str) -> str:
@@ -249,6 +260,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dest", default=None, help="where to write the shipped folder (default: cached_features/default)")
     b.add_argument("--epochs", type=float, default=1.0, help="passes over the harvested tokens")
     b.set_defaults(func=cmd_build_default)
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name is not None and name.startswith(err.name):
+                continue  # that area is not installed in this tree
+            raise
+        module.register(sub)
     return p
 
 
