@@ -4,6 +4,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from saelab.ui.state import prefetch
+
 st.set_page_config(page_title="SAE Lab", page_icon="🔬", layout="wide")
 
 # url_path is fixed so links such as `explorer?latent=12` keep working (saelab.ui.render.EXPLORER_URL).
@@ -24,4 +26,7 @@ for path, title, icon, slug in [
 ]:
     if (_ROOT / path).exists():
         pages.append(st.Page(path, title=title, icon=icon, url_path=slug))
-st.navigation(pages).run()
+try:
+    st.navigation(pages).run()
+finally:
+    prefetch()  # after the page is drawn: load the model and SAE in the background (once per process)

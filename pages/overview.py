@@ -1,26 +1,41 @@
-"""Overview: the loaded model, the SAE in use with its evaluation metrics and their formulas."""
+"""Overview: the model, the SAE in use with its evaluation metrics and their formulas.
+
+Everything here is read from JSON, so the page is usable at once while the model and SAE-Lens load in
+the background (app.py starts that); the model line fills in when loading ends.
+"""
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from saelab.ui.state import available_saes, current_sae_path, get_model, get_sae, read_eval, show_error
+from saelab.sae.catalog import read_folder_json
+from saelab.ui.state import available_saes, current_sae_path, get_model, model_ready, model_spec, show_error
 
 st.title("SAE Lab")
 st.caption("An offline workbench for sparse-autoencoder features of a real language model.")
-
-try:
-    handle = get_model()
-except Exception as err:  # the app keeps running and says what to install
-    show_error(err)
-    st.stop()
-
-cfg = handle.cfg
 st.subheader("Model")
-st.markdown(
-    f"**{handle.name}** · {cfg.n_layers} layers · d_model {cfg.d_model} · {cfg.n_heads} heads of {cfg.d_head} · "
-    f"vocab {cfg.d_vocab} · source `{handle.source}`"
-)
+
+
+@st.fragment(run_every=1.0)
+def model_status() -> None:
+    """The model line: a loading note until the background load ends (polled each second), then its shape."""
+    state = model_ready()
+    if state is False:
+        st.markdown(f"**{model_spec()}** · loading in the background (about 10 s on first start)…")
+        return
+    try:
+        handle = get_model()
+    except Exception as err:  # the app keeps running and says what to install
+        show_error(err)
+        return
+    cfg = handle.cfg
+    st.markdown(
+        f"**{handle.name}** · {cfg.n_layers} layers · d_model {cfg.d_model} · {cfg.n_heads} heads of "
+        f"{cfg.d_head} · vocab {cfg.d_vocab} · source `{handle.source}` · ready"
+    )
+
+
+model_status()
 
 st.subheader("SAE")
 saes = available_saes()
@@ -41,23 +56,23 @@ if path is None:
         "or enter the path of an SAE-Lens folder in the sidebar."
     )
     st.stop()
-try:
-    loaded = get_sae(path)
-except Exception as err:
-    show_error(err)
+info = read_folder_json(path)
+for message in info["errors"]:
+    st.warning(message)
+c, meta, ev = info["cfg"], info["meta"], info["eval"]
+if c is None:
+    st.error(f"`{path}` is not an SAE-Lens folder (no readable cfg.json). Choose another in the sidebar.")
     st.stop()
-
-meta = loaded.meta
-c = loaded.sae.cfg
 st.markdown(
-    f"`{path}` · {c.d_in} → {c.d_sae} latents · "
+    f"`{path}` · {c.get('d_in', '?')} → {c.get('d_sae', '?')} latents · "
     + (
-        f"architecture **{meta.architecture}** · hook `{meta.hook}` · trained on {meta.tokens_seen:,} tokens"
+        f"architecture **{meta.get('architecture', '?')}** · hook `{meta.get('hook', '?')}` · "
+        f"trained on {int(meta.get('tokens_seen') or 0):,} tokens"
         if meta
         else "no SAE Lab metadata"
     )
 )
-ev = read_eval(path)
+st.caption("Whether the SAE fits the model is checked when a feature page opens it.")
 if ev is None:
     st.info("No evaluation found beside this SAE. Run `saelab eval --sae PATH` to compute it.")
     st.stop()

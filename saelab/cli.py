@@ -184,6 +184,77 @@ def cmd_dashboards(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_latents(spec: str) -> list[int]:
+    """'0:50' (a range), '3,7,12' (a list) or a mix, e.g. '0:10,42' → sorted unique indices."""
+    out: set[int] = set()
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        try:
+            if ":" in part:
+                lo, hi = (int(x) for x in part.split(":", 1))
+                out.update(range(lo, hi))
+            else:
+                out.add(int(part))
+        except ValueError:
+            raise SaelabError(f"--latents: {part!r} is not an index or a range like 0:50") from None
+    if not out:
+        raise SaelabError("--latents names no latent; use e.g. 0:50 or 3,7,12")
+    return sorted(out)
+
+
+def cmd_llm_labels(args: argparse.Namespace) -> int:
+    """LLM explanations for chosen latents, scored with the offline labels' detection score and rows."""
+    from tqdm import tqdm
+
+    from saelab.corpus import CorpusConfig, build_corpus
+    from saelab.features.detection import heldout_rows
+    from saelab.features.labels import read_labels, write_labels
+    from saelab.features.llm import EndpointError, LLMEndpoint, llm_labels
+    from saelab.models import load_model
+    from saelab.sae.files import load_sae, read_meta
+
+    endpoint = LLMEndpoint(args.base_url, args.llm_model, api_key=args.api_key, timeout=args.timeout)
+    latents = parse_latents(args.latents)
+    try:  # one cheap call first, so an unreachable endpoint fails before minutes of forward passes
+        endpoint.chat([{"role": "user", "content": "Reply with OK."}], max_tokens=2)
+    except EndpointError as err:
+        raise SaelabError(f"{err} Nothing was written; the offline proxy labels stay as they are.") from err
+    offline = read_labels(args.sae)
+    if offline is None:
+        raise SaelabError(f"{args.sae} has no offline labels yet: run `saelab dashboards --sae {args.sae}` first.")
+    meta = read_meta(args.sae)
+    handle = load_model(args.model or (meta.model if meta else "smollm2-135m-instruct"))
+    loaded = load_sae(args.sae, handle=handle)
+    # The same held-out rows the offline labels were scored on: the last rows of the held-out split.
+    n_rows, seq_len = int(offline.detection["n_rows"]), int(offline.detection["seq_len"])
+    heldout = build_corpus(
+        handle.tokenizer, CorpusConfig(seq_len=seq_len, n_tokens=None, seed=args.seed, split="heldout")
+    )
+    with tqdm(desc="held-out rows", unit="batch") as bar:
+        rows = heldout_rows(
+            handle,
+            loaded,
+            heldout.tokens[-n_rows:],
+            progress=lambda d, t: (setattr(bar, "total", t), bar.update(d - bar.n)),
+        )
+    with tqdm(desc="LLM calls", unit="call") as bar:
+        out = llm_labels(
+            endpoint,
+            args.sae,
+            latents,
+            offline,
+            rows,
+            handle.tokenizer,
+            n_per_class=args.per_class,
+            progress=lambda d, t: (setattr(bar, "total", t), bar.update(d - bar.n)),
+        )
+    write_labels(args.sae, out)
+    note = (out.llm or {}).get("note")
+    print(note or f"LLM labels for {len((out.llm or {}).get('latents', {}))} latent(s) written beside {args.sae}")
+    return 0
+
+
 def cmd_build_default(args: argparse.Namespace) -> int:
     from saelab.default_sae import DEFAULT_DIR, build_default
 
@@ -252,6 +323,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--out", help="JSON path (default: <sae>/eval.json)")
     e.set_defaults(func=cmd_eval)
+
+    m = sub.add_parser(
+        "llm-labels",
+        help="explain latents with an OpenAI-compatible endpoint; scored like the offline labels (labels.json)",
+    )
+    m.add_argument("--sae", required=True, help="an SAE folder with dashboards and offline labels")
+    m.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8080/v1 (a local server)")
+    m.add_argument("--llm-model", required=True, help="the model name the endpoint expects")
+    m.add_argument("--api-key", default=None, help="sent as a Bearer token when given")
+    m.add_argument("--latents", default="0:20", help="indices: a range 0:20, a list 3,7,12, or both")
+    m.add_argument("--per-class", type=int, default=5, help="held-out rows per class scored per latent")
+    m.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
+    m.add_argument("--model", default=None, help="model spec (default: the one in the SAE's metadata)")
+    m.add_argument("--seed", type=int, default=0)
+    m.set_defaults(func=cmd_llm_labels)
 
     b = sub.add_parser(
         "build-default", help="rebuild cached_features/default from scratch (harvest, train, eval, dashboards)"

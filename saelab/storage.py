@@ -13,13 +13,12 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any
 
 from saelab.errors import CorruptFileError
+
+if TYPE_CHECKING:  # torch is imported where tensors are read or written, so JSON-only callers start fast
+    import torch
 
 # File names shared across the package (one place, so readers and writers agree).
 SAE_WEIGHTS_FILE = "sae_weights.safetensors"  # SAE-Lens's own name
@@ -104,6 +103,8 @@ def save_tensors(
     path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
 ) -> None:
     """Save tensors as safetensors, atomically. Tensors are made contiguous (safetensors needs it)."""
+    from safetensors.torch import save_file
+
     flat = {k: v.detach().contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(flat, str(tmp), metadata=dict(metadata) if metadata else None)
@@ -111,6 +112,9 @@ def save_tensors(
 
 def load_tensors(path: str | Path, device: str = "cpu") -> dict[str, torch.Tensor]:
     """Load a safetensors file; a truncated or garbled file raises `CorruptFileError`."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")

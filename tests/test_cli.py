@@ -7,6 +7,7 @@ import json
 import pytest
 
 from saelab.cli import main
+from saelab.errors import SaelabError
 
 
 def test_cli__harvest_train_eval_on_tiny_model(tmp_path, capsys):
@@ -94,3 +95,29 @@ def test_cli__unknown_hook_is_a_clear_error(tmp_path, capsys):
 def test_cli__train_on_missing_harvest_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "--acts", str(tmp_path / "none")]) == 2
     assert "No harvest" in capsys.readouterr().err
+
+
+def test_cli__parse_latents_ranges_and_lists():
+    from saelab.cli import parse_latents
+
+    assert parse_latents("0:3,7, 2") == [0, 1, 2, 7]
+    with pytest.raises(SaelabError, match="not an index"):
+        parse_latents("a:b")
+
+
+def test_cli__llm_labels_unreachable_endpoint_fails_fast_and_writes_nothing(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sae = tmp_path / "sae"
+    sae.mkdir()
+    code = main(
+        ["llm-labels", "--sae", str(sae), "--base-url", f"http://127.0.0.1:{port}/v1", "--llm-model", "m",
+         "--timeout", "2"]
+    )  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "Cannot reach" in err and "Nothing was written" in err
+    assert list(sae.iterdir()) == []

@@ -55,15 +55,17 @@ def test_explorer__latent_from_url_shows_its_dashboard(app):
     assert "Latent 3" in html and "proxy" in html
     assert "<script" not in html.lower() and "&lt;script&gt;" in html  # label and context shown as text
     assert "saelab-tok" in html  # highlighted contexts
-    assert len(at.get("plotly_chart")) >= 3  # histogram + promoted + suppressed
+    assert len(at.get("plotly_chart")) >= 1  # activation histogram
+    assert "Promoted tokens" in html and "Suppressed tokens" in html
     assert at.number_input[0].value == 3
     assert any("latent=3" in link.proto.query_string for link in at.get("page_link"))  # steer link
 
 
 def test_explorer__neighbour_button_opens_that_latent(app):
     at = _open(app, "pages/explorer.py", latent="3")
-    neighbour = next(b for b in at.button if b.label.startswith("#4 "))
-    neighbour.click().run()
+    neighbours = at.pills[0]
+    assert any(opt.startswith("#4 ") for opt in neighbours.options)
+    neighbours.set_value(4).run()
     assert not at.exception
     assert at.query_params["latent"] == ["4"] or at.query_params["latent"] == "4"
     assert "Latent 4" in _html(at)
@@ -184,3 +186,20 @@ def test_pages__unreadable_dashboards_are_an_error_and_a_rebuild_offer(tmp_path,
     at = _open(AppTest.from_file(APP, default_timeout=120), "pages/explorer.py", latent="1")
     assert at.error and "latents.safetensors" in at.error[0].value
     assert any("cannot be read" in w.value for w in at.warning)
+
+
+def test_explorer__llm_label_is_shown_with_its_score_and_escaped(tmp_path, tiny_handle, monkeypatch):
+    import json
+
+    sae_dir = build_feature_root(tmp_path, tiny_handle.tokenizer)
+    path = sae_dir / "dashboards" / "labels.json"
+    labels = json.loads(path.read_text())
+    labels["llm"] = {
+        "model": "local-llm",
+        "latents": {"2": {"label": "cats <b>and</b> dogs", "detection_balanced_accuracy": 0.81}},
+    }
+    path.write_text(json.dumps(labels))
+    monkeypatch.setenv("SAELAB_FEATURES", str(tmp_path))
+    monkeypatch.setenv("SAELAB_MODEL", "tiny")
+    html = _html(_open(AppTest.from_file(APP, default_timeout=120), "pages/explorer.py", latent="2"))
+    assert "LLM label (local-llm)" in html and "cats &lt;b&gt;and&lt;/b&gt; dogs" in html and "0.81" in html

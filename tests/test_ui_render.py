@@ -62,12 +62,16 @@ def test_context_html__skips_padding_and_outlines_the_max_token():
     assert "&lt;y&gt;" in out and "outline" in out
 
 
+def test_logit_list_html__escaped_ranked_and_skips_padding():
+    out = render.logit_list_html([1, 2, -1], [0.2, 0.5, 9.0], {1: "<b>", 2: " x"}.__getitem__, positive=True)
+    assert "&lt;b&gt;" in out and "<b>" not in out.replace("<b>Promoted tokens</b>", "")
+    assert out.index("x</code>") < out.index("&lt;b&gt;")  # larger effect first
+    assert "+9" not in out  # the padding id -1 is not a token
+    neg = render.logit_list_html([3], [-0.1], {3: '"'}.__getitem__, positive=False)
+    assert "Suppressed" in neg and "&quot;" in neg
+
+
 def test_figures__token_text_is_escaped_for_plotly():
-    fig = figures.logit_bars([1, 2], [0.5, 0.2], {1: "<b>", 2: " x"}.__getitem__, positive=True)
-    assert any("&lt;b&gt;" in y for y in fig.data[0].y)
-    assert any("·x" in y for y in fig.data[0].y)
-    quote = figures.logit_bars([3], [0.1], {3: '"'}.__getitem__, positive=False)
-    assert quote.data[0].y[0].startswith('"')  # Plotly would show &quot; literally
     heat = figures.prompt_heatmap(["<i>", "a"], [4], np.array([[1.0, 0.0]]), {4: "<u>l</u>"})
     assert "&lt;i&gt;" in heat.data[0].x[0] and "&lt;u&gt;" in heat.data[0].y[0]
 

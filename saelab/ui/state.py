@@ -10,7 +10,9 @@ read at call time (not import time), because one Python process may run several 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,16 +20,19 @@ from typing import TYPE_CHECKING, Any
 import streamlit as st
 
 from saelab.errors import BadInputError, SaelabError
-from saelab.models import DEFAULT_MODEL, ModelHandle, load_model
-from saelab.sae.files import LoadedSAE, list_saes, load_sae
-from saelab.storage import DASHBOARD_DIR, EVAL_FILE, read_json
+from saelab.models.names import DEFAULT_MODEL
+from saelab.sae.catalog import list_saes
+from saelab.storage import DASHBOARD_DIR
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the heavy modules (torch, TransformerLens, SAE-Lens) load in the background
     from saelab.features.store import DashboardStore
+    from saelab.models import ModelHandle
+    from saelab.sae.files import LoadedSAE
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_PROMPT_TOKENS = 512  # the prompt pages analyse at most this many tokens (and say so)
 MAX_PROMPT_CHARS = 20_000  # text areas refuse more characters than this
+MAX_CACHED_SAES = 8
 
 
 def features_root() -> Path:
@@ -40,9 +45,70 @@ def model_spec() -> str:
     return os.environ.get("SAELAB_MODEL") or DEFAULT_MODEL
 
 
-@st.cache_resource(show_spinner="Loading the language model…")
-def _load_model(spec: str) -> ModelHandle:
-    return load_model(spec)
+# ---------------------------------------------------------------- model and SAEs, loaded once per process
+# Shared by every browser session, like `st.cache_resource`, but loaded on worker threads so a page
+# that does not need the model (Overview) renders while torch, TransformerLens and SAE-Lens import
+# (~10 s on a 2-core CPU). A failed load is not cached: the next request tries again.
+
+_LOADER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="saelab-load")
+_FUTURES: dict[tuple, Future] = {}
+_FUTURES_LOCK = threading.Lock()
+
+
+def _submit(key: tuple, fn: Callable[[], Any]) -> Future:
+    with _FUTURES_LOCK:
+        fut = _FUTURES.get(key)
+        if fut is None or (fut.done() and fut.exception() is not None):
+            saes = [k for k in _FUTURES if k[0] == "sae"]
+            if key[0] == "sae" and len(saes) >= MAX_CACHED_SAES:
+                _FUTURES.pop(saes[0])  # forget the oldest SAE (its memory goes once no page holds it)
+            fut = _FUTURES[key] = _LOADER.submit(fn)
+        return fut
+
+
+def _model_future(spec: str) -> Future:
+    def load() -> ModelHandle:
+        from saelab.models import load_model
+
+        return load_model(spec)
+
+    return _submit(("model", spec), load)
+
+
+def _sae_future(path: str, spec: str) -> Future:
+    model = _model_future(spec)
+
+    def load() -> LoadedSAE:
+        from saelab.sae.files import load_sae
+
+        return load_sae(path, handle=model.result())
+
+    return _submit(("sae", path, spec), load)
+
+
+def _wait(fut: Future, message: str) -> Any:
+    if not fut.done():
+        with st.spinner(message):
+            return fut.result()
+    return fut.result()
+
+
+def model_ready(spec: str | None = None) -> bool | Exception:
+    """True once the model is loaded, an exception if loading failed, False while it loads (or not asked)."""
+    fut = _FUTURES.get(("model", spec or model_spec()))
+    if fut is None or not fut.done():
+        return False
+    return fut.exception() or True
+
+
+def prefetch() -> None:
+    """Start loading the model and the default SAE in the background (idempotent, returns at once)."""
+    spec = model_spec()
+    found = available_saes()
+    if found:
+        _sae_future(str(found[0]), spec)
+    else:
+        _model_future(spec)
 
 
 def get_model(spec: str | None = None) -> ModelHandle:
@@ -52,7 +118,7 @@ def get_model(spec: str | None = None) -> ModelHandle:
     navigation (see `ensure_app_navigation`).
     """
     ensure_app_navigation()
-    return _load_model(spec or model_spec())
+    return _wait(_model_future(spec or model_spec()), "Loading the language model…")
 
 
 def ensure_app_navigation() -> None:
@@ -76,14 +142,9 @@ def ensure_app_navigation() -> None:
         st.rerun()
 
 
-@st.cache_resource(show_spinner="Loading the SAE…", max_entries=8)
-def _load_sae(path: str, spec: str) -> LoadedSAE:
-    return load_sae(path, handle=get_model(spec))
-
-
 def get_sae(path: str, spec: str | None = None) -> LoadedSAE:
     """The SAE at `path`, checked against the app's model, loaded once per process."""
-    return _load_sae(str(path), spec or model_spec())
+    return _wait(_sae_future(str(path), spec or model_spec()), "Loading the SAE…")
 
 
 def available_saes() -> list[Path]:
@@ -102,17 +163,6 @@ def current_sae_path() -> str | None:
         return chosen
     found = available_saes()
     return str(found[0]) if found else None
-
-
-def read_eval(sae_path: str) -> dict | None:
-    path = Path(sae_path) / EVAL_FILE
-    if not path.exists():
-        return None
-    try:
-        return read_json(path)
-    except SaelabError as err:
-        st.warning(str(err))
-        return None
 
 
 def show_error(err: Exception) -> None:
@@ -158,10 +208,14 @@ def label_map(store: DashboardStore) -> dict[int, str]:
     return {i: str(entry.get("label") or "") for i, entry in enumerate(labels.get("latents", [])) if entry}
 
 
+_DECODE_MEMOS: dict[int, dict[int, str]] = {}
+
+
 def token_decoder(handle: ModelHandle) -> Callable[[int], str]:
-    """id → text of one token, as the tokenizer decodes it alone (memoised per call site)."""
+    """id → text of one token, as the tokenizer decodes it alone (memoised per tokenizer, for every
+    session: stepping through latents decodes the same few thousand tokens again and again)."""
     tokenizer = handle.tokenizer
-    memo: dict[int, str] = {}
+    memo = _DECODE_MEMOS.setdefault(id(tokenizer), {})
 
     def decode(token_id: int) -> str:
         if token_id not in memo:
