@@ -4,13 +4,14 @@ from pathlib import Path
 
 import streamlit as st
 
-from saelab.ui.state import prefetch
+from saelab.ui.state import prefetch, wait_for_imports
 
 st.set_page_config(page_title="SAE Lab", page_icon="🔬", layout="wide")
 
 # url_path is fixed so links such as `explorer?latent=12` keep working (saelab.ui.render.EXPLORER_URL).
+overview = st.Page("pages/overview.py", title="Overview", icon="🏠", default=True)
 pages = [
-    st.Page("pages/overview.py", title="Overview", icon="🏠", default=True),
+    overview,
     st.Page("pages/explorer.py", title="Feature Explorer", icon="🔎", url_path="explorer"),
     st.Page("pages/prompt_view.py", title="Prompt view", icon="📝", url_path="prompt_view"),
     st.Page("pages/feature_map.py", title="Feature map", icon="🗺️", url_path="feature_map"),
@@ -26,7 +27,10 @@ for path, title, icon, slug in [
 ]:
     if (_ROOT / path).exists():
         pages.append(st.Page(path, title=title, icon=icon, url_path=slug))
+page = st.navigation(pages)
+if page.title != overview.title:
+    wait_for_imports()  # the Overview reads JSON only; every other page imports torch & co. after the loader
 try:
-    st.navigation(pages).run()
+    page.run()
 finally:
     prefetch()  # after the page is drawn: load the model and SAE in the background (once per process)

@@ -21,6 +21,24 @@ def test_app__overview_renders_model_and_sae_or_empty_state():
     assert shown, "the overview shows either SAE metrics or an empty-state message"
 
 
+@pytest.mark.slow
+def test_app__overview_draws_before_the_model_loads_then_shows_it():
+    import time
+
+    from saelab.ui import state
+
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()  # app.py starts the background load after drawing the page
+    assert not at.exception, at.exception
+    deadline = time.monotonic() + 180
+    while state.model_ready() is False and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert state.model_ready() is True
+    at.run()
+    text = " ".join(m.value for m in at.markdown)
+    assert "30 layers" in text and "ready" in text
+
+
 def test_app__bad_sae_path_shows_error_and_keeps_running(tmp_path):
     bad = tmp_path / "not-an-sae"
     bad.mkdir()

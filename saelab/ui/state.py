@@ -50,7 +50,10 @@ def model_spec() -> str:
 # that does not need the model (Overview) renders while torch, TransformerLens and SAE-Lens import
 # (~10 s on a 2-core CPU). A failed load is not cached: the next request tries again.
 
-_LOADER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="saelab-load")
+# One worker: TransformerLens and SAE-Lens have circular imports, and importing them from two threads at
+# once can hand one thread a half-initialised module (ImportError). Jobs run in order, and an SAE's job is
+# always queued after its model's, so it never waits on a job behind it.
+_LOADER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="saelab-load")
 _FUTURES: dict[tuple, Future] = {}
 _FUTURES_LOCK = threading.Lock()
 
@@ -66,7 +69,25 @@ def _submit(key: tuple, fn: Callable[[], Any]) -> Future:
         return fut
 
 
+def _import_heavy() -> None:
+    import torch  # noqa: F401
+    import transformer_lens  # noqa: F401
+
+    import saelab.models.loading  # noqa: F401
+    import saelab.sae.files  # noqa: F401  (SAE-Lens)
+
+
+def wait_for_imports() -> None:
+    """Block (with a spinner) until torch, TransformerLens and SAE-Lens are imported on the loader thread.
+
+    app.py calls this before any page but the Overview, so a page's own imports never race the loader's
+    (a module imported from two threads at once may be seen half-initialised)."""
+    _wait(_submit(("imports",), _import_heavy), "Starting up: importing torch, TransformerLens and SAE-Lens…")
+
+
 def _model_future(spec: str) -> Future:
+    _submit(("imports",), _import_heavy)  # queued first: every later job finds the modules loaded
+
     def load() -> ModelHandle:
         from saelab.models import load_model
 
