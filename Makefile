@@ -37,9 +37,9 @@ lint: setup
 format: setup
 	$(VENV)/bin/ruff format saelab tests bench app.py pages
 
-bench: setup
-	$(PY) bench/harvest.py
-	$(PY) bench/train.py
+# Every benchmark (each writes bench/results/<name>.json); run on an otherwise idle machine.
+bench: setup browser
+	@for f in $(filter-out bench/common.py,$(sort $(wildcard bench/*.py))); do echo "== $$f"; $(PY) $$f || exit 1; done
 
 # Debian chromium for the real-browser test (Playwright drives it; `playwright install` is never run).
 browser:
