@@ -138,10 +138,10 @@ def test_feature_map__one_point_per_latent(app):
     assert "scattergl" in chart.proto.spec
 
 
-def test_steering__names_the_latent_and_says_not_built(app):
+def test_steering__opened_from_the_explorer_preselects_the_latent(app):
     at = _open(app, "pages/steering.py", latent="3")
-    assert any("not built yet" in i.value for i in at.info)
     assert "Latent 3" in _html(at)
+    assert next(n for n in at.number_input if n.key == "steer_latent").value == 3
 
 
 def test_pages__no_dashboards_offer_to_build(tmp_path, tiny_handle, monkeypatch):

@@ -1,0 +1,488 @@
+"""AxBench's steering protocol on the offline concept suite, judged by the PROXY judges (or an LLM endpoint).
+
+For every concept (`saelab.steering.concepts`) and method:
+  * directions come from the concept's TRAINING texts only (activations of every token but position 0 at the
+    hook, each text cut to `max_text_tokens`):
+      sae        the default SAE's latent with the best AUROC between positive and negative training texts, a
+                 text scored by the latent's max over its tokens (AxBench's SAE-A choice); w = its decoder row;
+      diffmean / pca / probe / lat   `saelab.directions` (AxBench definitions, unit norm);
+    max_act (α = factor × max_act): for text methods the largest h·w over positive training tokens (as
+    `text_direction`), for the SAE latent its dashboard max activation × ‖W_dec[j]‖ (as `sae_latent_direction`);
+  * each steering method adds α·w at every position for every factor (AxBench: 14 factors 0.2 … 5);
+  * prompting: no steering, the system prompt asks for the concept (`prompting_system_prompt`);
+  * unsteered: the same instructions with no steering and no concept prompt (a floor).
+Instruction ids are split 50/50 with the seed: the factor with the best mean score on the SELECT half is chosen
+per (concept, method) (ties → the smaller factor), and only the REPORT half's items at that factor are reported.
+Score per item = harmonic mean of the three ratings (0 if any is 0). Per method: mean over (concept, report
+instruction) items with a percentile bootstrap 95 % CI (items resampled); between methods: paired differences on
+the same items, Wilcoxon signed-rank and paired t-test p-values (two-sided, uncorrected; there are m(m−1)/2 pairs).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from saelab.configs import DictConfig
+from saelab.errors import BadInputError
+from saelab.steering.concepts import (
+    CONCEPTS,
+    DEFAULT_CONCEPTS,
+    ConceptData,
+    SuiteConfig,
+    concept_data,
+    get_concepts,
+    get_instructions,
+    split_instructions,
+)
+from saelab.steering.eval_stats import paired_tests, summarise
+from saelab.steering.judges import SCORE_FORMULA, EndpointJudge, ProxyJudge
+
+log = logging.getLogger(__name__)
+
+AXBENCH_FACTORS: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.5, 3.0, 4.0, 5.0)
+STEER_METHODS: tuple[str, ...] = ("sae", "diffmean", "probe", "pca", "lat")
+BASELINES: tuple[str, ...] = ("prompting", "unsteered")
+DEFAULT_METHODS: tuple[str, ...] = ("sae", "diffmean", "probe", "pca", "prompting")
+MAX_GENERATED_TOKENS = 3_000_000  # a configuration that would generate more is refused (days on a CPU)
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class EvalConfig(DictConfig):
+    """What to evaluate. Defaults are AxBench's protocol sizes except 12 instructions instead of 10 per concept
+    (AxBench: 10 instructions, 128 new tokens, temperature 1, 14 factors, 72 + 72 training texts)."""
+
+    concepts: list[str] = field(default_factory=lambda: list(DEFAULT_CONCEPTS))
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
+    factors: list[float] = field(default_factory=lambda: list(AXBENCH_FACTORS))
+    n_instructions: int = 10
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+    n_train: int = 72
+    n_judge: int = 50
+    max_text_tokens: int = 64
+    seed: int = 0
+    n_boot: int = 2000
+    include_unsteered: bool = True
+    batch_rows: int = 48
+    endpoint_url: str | None = None
+    endpoint_model: str | None = None
+
+    def __post_init__(self) -> None:
+        from saelab.steering.generate import MAX_NEW_TOKENS
+
+        self.concepts = [c.name for c in get_concepts(list(self.concepts or []) or [""])]
+        methods = [m for m in dict.fromkeys(self.methods or []) if m]
+        if not methods:
+            raise BadInputError(f"Pick at least one method: {', '.join(STEER_METHODS + BASELINES[:1])}.")
+        unknown = [m for m in methods if m not in STEER_METHODS + BASELINES]
+        if unknown:
+            raise BadInputError(f"Unknown method(s) {unknown}; choose from {list(STEER_METHODS + BASELINES)}.")
+        self.methods = [m for m in methods if m != "unsteered"]
+        if "unsteered" in methods:
+            self.include_unsteered = True
+        factors = list(self.factors or [])
+        if any(m in STEER_METHODS for m in self.methods):
+            if not factors:
+                raise BadInputError("Give at least one steering factor (AxBench: 0.2 … 5).")
+            bad = [f for f in factors if isinstance(f, bool) or not isinstance(f, int | float) or not math.isfinite(f)]
+            if bad or any(not 0 < abs(f) <= 100 for f in factors):
+                raise BadInputError(f"Factors must be finite numbers with 0 < |factor| ≤ 100, got {factors}.")
+        self.factors = sorted({float(f) for f in factors})
+        if not isinstance(self.max_new_tokens, int) or not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
+            raise BadInputError(
+                f"max_new_tokens must be 1 … {MAX_NEW_TOKENS} (AxBench: 128), got {self.max_new_tokens!r}."
+            )
+        if not isinstance(self.n_boot, int) or not 100 <= self.n_boot <= 100_000:
+            raise BadInputError(f"n_boot must be 100 … 100,000 bootstrap resamples, got {self.n_boot!r}.")
+        if not isinstance(self.batch_rows, int) or not 1 <= self.batch_rows <= 256:
+            raise BadInputError(f"batch_rows must be 1 … 256, got {self.batch_rows!r}.")
+        if not isinstance(self.max_text_tokens, int) or not 4 <= self.max_text_tokens <= 512:
+            raise BadInputError(f"max_text_tokens must be 4 … 512, got {self.max_text_tokens!r}.")
+        get_instructions(self.n_instructions)  # validates the count
+        SuiteConfig(n_train=self.n_train, n_judge=self.n_judge, seed=self.seed)
+        if self.generated_tokens() > MAX_GENERATED_TOKENS:
+            raise BadInputError(
+                f"This configuration would generate {self.generated_tokens():,} tokens (limit "
+                f"{MAX_GENERATED_TOKENS:,}); use fewer concepts, factors, instructions or new tokens."
+            )
+
+    def n_rows(self) -> int:
+        """Generated continuations: (concept, steering method, factor) + prompting per concept, × instructions;
+        plus the unsteered outputs once."""
+        steer = sum(m in STEER_METHODS for m in self.methods)
+        per_concept = steer * len(self.factors) + ("prompting" in self.methods)
+        return (len(self.concepts) * per_concept + int(self.include_unsteered)) * self.n_instructions
+
+    def n_batches(self) -> int:
+        """Row-batched generations `run_eval` runs (its progress total)."""
+        per = (self.n_rows() - int(self.include_unsteered) * self.n_instructions) // len(self.concepts)
+        first = per + int(self.include_unsteered) * self.n_instructions
+        return math.ceil(first / self.batch_rows) + (len(self.concepts) - 1) * math.ceil(per / self.batch_rows)
+
+    def generated_tokens(self) -> int:
+        return self.n_rows() * self.max_new_tokens
+
+
+@dataclass
+class EvalResult:
+    """Everything a steering evaluation produced (JSON-ready through `to_dict`).
+
+    Attributes:
+        config: the EvalConfig as a dict.
+        judge: the judge's description (PROXY formulas and thresholds, or the endpoint and its rubric).
+        select_ids / report_ids: instruction ids of the two halves.
+        items: one dict per (concept, method, factor, instruction): output, ratings, score, half.
+        chosen: {concept: {method: factor}} picked on the select half (None for baselines).
+        summary: one row per method: mean score on the report half, 95 % CI, mean ratings, n items.
+        per_concept: one row per (concept, method): report-half mean score and chosen factor.
+        paired: one row per method pair: mean difference, Wilcoxon and paired t-test p-values.
+        curves: one row per (method, factor, half): mean score and ratings over concepts × instructions.
+        directions: per concept and method, how the direction was made (latent, AUROC, max_act, ...).
+        notes: what the reader must know (proxy judge, fallbacks, reductions).
+    """
+
+    config: dict[str, Any]
+    judge: dict[str, Any]
+    select_ids: list[int]
+    report_ids: list[int]
+    items: list[dict[str, Any]]
+    chosen: dict[str, dict[str, float | None]]
+    summary: list[dict[str, Any]]
+    per_concept: list[dict[str, Any]]
+    paired: list[dict[str, Any]]
+    curves: list[dict[str, Any]]
+    directions: dict[str, dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+    formulas: dict[str, str] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path) -> None:
+        from saelab.storage import write_json
+
+        write_json(path, self.to_dict())
+
+
+# ---------------------------------------------------------------- directions per method
+
+
+@dataclass
+class _ConceptActs:
+    data: ConceptData
+    hook: str
+    pos: list[torch.Tensor]  # per text [n_tokens, d]
+    neg: list[torch.Tensor]
+
+
+def auroc_per_column(pos_NL: np.ndarray, neg_ML: np.ndarray) -> np.ndarray:
+    """AUROC of every column separating rows of `pos` from rows of `neg` (Mann–Whitney, ties averaged)."""
+    from scipy.stats import rankdata
+
+    n, m = len(pos_NL), len(neg_ML)
+    ranks = rankdata(np.concatenate([pos_NL, neg_ML]), axis=0)
+    return (ranks[:n].sum(0) - n * (n + 1) / 2) / (n * m)
+
+
+def pick_sae_latent(loaded, pos: list[torch.Tensor], neg: list[torch.Tensor]) -> tuple[int, float]:
+    """The latent whose per-text max activation best separates positive from negative texts (AUROC)."""
+    sae = loaded.sae
+
+    def pooled(texts: list[torch.Tensor]) -> np.ndarray:
+        with torch.no_grad():
+            return np.stack([sae.encode(a.to(dtype=sae.dtype)).max(0).values.float().numpy() for a in texts])
+
+    auc = auroc_per_column(pooled(pos), pooled(neg))
+    best = int(np.argmax(auc))
+    return best, float(auc[best])
+
+
+def _sae_direction(handle, loaded, acts: _ConceptActs, method: str, seed: int):
+    from saelab.steering.sources import sae_latent_direction
+
+    if loaded is None:
+        raise BadInputError("The 'sae' method needs an SAE; load one or drop the method.")
+    latent, auc = pick_sae_latent(loaded, acts.pos, acts.neg)
+    d = sae_latent_direction(loaded, latent, handle=handle, texts=acts.data.train_pos)
+    d.meta.update({"train_auroc": auc, "choice": "best AUROC (max over tokens per text) on the training texts"})
+    return d
+
+
+def _text_method_direction(handle, loaded, acts: _ConceptActs, method: str, seed: int):
+    from saelab.directions import METHOD_FORMULAS, compute_direction
+    from saelab.steering.sources import Direction
+
+    pos, neg = torch.cat(acts.pos), torch.cat(acts.neg)
+    w = compute_direction(method, pos, neg, seed)
+    return Direction(
+        name=f"{method}: {acts.data.concept.name}",
+        source="text",
+        hook=acts.hook,
+        vector=w,
+        max_act=float((pos @ w).max()),
+        meta={
+            "method": method,
+            "formula": METHOD_FORMULAS[method],
+            "max_act_formula": "max over positive training tokens of h·w",
+            "n_pos_tokens": int(len(pos)),
+            "n_neg_tokens": int(len(neg)),
+            "train_auroc": float(auroc_per_column(_maxdot(acts.pos, w), _maxdot(acts.neg, w))[0]),
+        },
+    )
+
+
+def _maxdot(texts: list[torch.Tensor], w: torch.Tensor) -> np.ndarray:
+    return np.array([[float((a @ w).max())] for a in texts])
+
+
+METHOD_BUILDERS: dict[str, Callable[..., Any]] = {
+    "sae": _sae_direction,
+    **{m: _text_method_direction for m in ("diffmean", "probe", "pca", "lat")},
+}
+
+
+# ---------------------------------------------------------------- the protocol
+
+
+def _make_judge(handle, data: ConceptData, cfg: EvalConfig, state: dict[str, Any]):
+    proxy = ProxyJudge(handle, data.judge_examples)
+    if not cfg.endpoint_url or state.get("endpoint_failed"):
+        return proxy
+    from saelab.features.llm import LLMEndpoint
+
+    endpoint = LLMEndpoint(cfg.endpoint_url, cfg.endpoint_model or "")
+    return EndpointJudge(endpoint, data.concept.description, proxy)
+
+
+def generate_rows(
+    handle,
+    prompts: list[list[int]],
+    deltas_BD: torch.Tensor,
+    hook: str,
+    cfg: EvalConfig,
+    noise_ids: list[int],
+    n_noise: int | None = None,
+) -> list[str]:
+    """Generate for many rows at once, row b steered by h ← h + deltas_BD[b] at every position of `hook`.
+
+    One batched generation covers every (method, factor, instruction) of a concept: a zero row is unsteered
+    (or the prompting baseline, whose prompt carries the system turn). Rows with the same `noise_ids` entry
+    share their sampling uniforms (common random numbers: the same instruction under different methods and
+    factors differs only by the steering). Same sampler and KV cache as `saelab.steering.generate`; the hook
+    is a closure attached only inside `saelab.hooks.gate`.
+    """
+    from saelab.hooks import gate
+    from saelab.steering.generate import _kv_cache, _stop_ids
+
+    batch, width = len(prompts), max(len(r) for r in prompts)
+    pad = int(handle.tokenizer.pad_token_id or 0)
+    tokens = torch.full((batch, width), pad, dtype=torch.long)
+    mask = torch.zeros((batch, width), dtype=torch.long)
+    for i, row in enumerate(prompts):
+        tokens[i, width - len(row) :] = torch.tensor(row)
+        mask[i, width - len(row) :] = 1
+    stops = _stop_ids(handle)
+    n_noise = max(noise_ids) + 1 if n_noise is None else n_noise  # the same draws in every chunk of a concept
+    gen = torch.Generator().manual_seed(cfg.seed)
+    noise_B = torch.tensor(noise_ids)
+
+    def steer(act: torch.Tensor, hook=None) -> torch.Tensor:
+        return act + deltas_BD.to(dtype=act.dtype)[:, None, :]
+
+    out: list[list[int]] = [[] for _ in range(batch)]
+    done = [False] * batch
+    with gate(handle, [(hook, steer)]) as model, torch.inference_mode():
+        cache = _kv_cache(model, batch)
+        logits = model(tokens, attention_mask=mask, past_kv_cache=cache)
+        for step in range(cfg.max_new_tokens):
+            u_B = torch.rand(n_noise, generator=gen, dtype=torch.float64)[noise_B]
+            nxt = _sample_rows(logits[:, -1, :].float(), cfg.temperature, u_B)
+            for i, t in enumerate(nxt.tolist()):
+                if not done[i]:
+                    if t in stops:
+                        done[i] = True
+                    else:
+                        out[i].append(int(t))
+            if all(done) or step == cfg.max_new_tokens - 1:
+                break
+            feed = torch.tensor([pad if done[i] else out[i][-1] for i in range(batch)])[:, None]
+            logits = model(feed, attention_mask=torch.ones_like(feed), past_kv_cache=cache)
+    return [handle.tokenizer.decode(r, skip_special_tokens=True) for r in out]
+
+
+def _sample_rows(logits_BV: torch.Tensor, temperature: float, u_B: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF sampling in vocabulary order with given uniforms: the rule `saelab.steering.generate` uses
+    with top_p = 1 (a test checks the two agree)."""
+    if temperature == 0:
+        return logits_BV.argmax(dim=-1)
+    probs = torch.softmax(logits_BV.float() / temperature, dim=-1)
+    cum = probs.cumsum(dim=-1)
+    idx = torch.searchsorted(cum, (u_B.float() * cum[:, -1]).unsqueeze(-1))
+    return idx.clamp_max(cum.shape[-1] - 1).squeeze(-1)
+
+
+def run_eval(handle, loaded_sae, cfg: EvalConfig, *, progress: Progress | None = None) -> EvalResult:
+    """Run the protocol (module docstring) and return every item plus the summary tables.
+
+    Each concept's generations (every method × factor × instruction, the prompting baseline, and — once — the
+    unsteered outputs) run as row-batched generations of at most `cfg.batch_rows` rows (`generate_rows`).
+    `progress(done, total)` counts batches.
+    """
+    from saelab.steering.generate import GenerationConfig, prompt_ids, prompting_system_prompt
+    from saelab.steering.sources import text_token_acts
+
+    t0 = time.perf_counter()
+    hook = loaded_sae.hook if loaded_sae is not None else None
+    if hook is None:
+        if "sae" in cfg.methods:
+            raise BadInputError("The 'sae' method needs an SAE; load one or drop the method.")
+        hook = f"blocks.{handle.n_layers // 2}.hook_resid_post"
+    pairs = get_instructions(cfg.n_instructions)
+    ids = [i for i, _ in pairs]
+    texts = [t for _, t in pairs]
+    select_ids, report_ids = split_instructions(ids, cfg.seed)
+    halves = {i: ("select" if i in select_ids else "report") for i in ids}
+    gcfg = GenerationConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed)
+    plain_ids = [prompt_ids(handle, t, gcfg) for t in texts]
+    width = handle.hook_width(hook)
+    total, done = cfg.n_batches(), 0
+    state: dict[str, Any] = {}
+    items: list[dict] = []
+    directions: dict[str, dict[str, Any]] = {}
+    judge_desc: dict[str, Any] = {}
+    unsteered: list[str] | None = None
+    suite = SuiteConfig(n_train=cfg.n_train, n_judge=cfg.n_judge, seed=cfg.seed)
+    for name in cfg.concepts:
+        data = concept_data(name, suite)
+        directions[name] = {"data": data.provenance}
+        # rows: (method, factor, prompt ids, delta) per instruction
+        plan: list[tuple[str, float | None, int, list[int], torch.Tensor]] = []
+        zero = torch.zeros(width)
+        if cfg.include_unsteered and unsteered is None:
+            plan += [("unsteered", None, i, plain_ids[k], zero) for k, i in enumerate(ids)]
+        if "prompting" in cfg.methods:
+            sys_cfg = GenerationConfig(
+                **{**gcfg.to_dict(), "system_prompt": prompting_system_prompt(data.concept.description)}
+            )
+            plan += [("prompting", None, i, prompt_ids(handle, t, sys_cfg), zero) for i, t in pairs]
+        steer = [m for m in cfg.methods if m in STEER_METHODS]
+        if steer:
+            acts = _ConceptActs(
+                data,
+                hook,
+                text_token_acts(handle, data.train_pos, hook, max_tokens=cfg.max_text_tokens),
+                text_token_acts(handle, data.train_neg, hook, max_tokens=cfg.max_text_tokens),
+            )
+        for method in steer:
+            d = METHOD_BUILDERS[method](handle, loaded_sae, acts, method, cfg.seed)
+            directions[name][method] = {"name": d.name, "max_act": d.max_act, **d.meta}
+            for factor in cfg.factors:
+                delta = d.vector * (factor * d.max_act)
+                plan += [(method, factor, i, plain_ids[k], delta) for k, i in enumerate(ids)]
+        outputs: list[str] = []
+        for start in range(0, len(plan), cfg.batch_rows):
+            chunk = plan[start : start + cfg.batch_rows]
+            outputs += generate_rows(
+                handle,
+                [r[3] for r in chunk],
+                torch.stack([r[4] for r in chunk]),
+                hook,
+                cfg,
+                [r[2] for r in chunk],
+                len(ids),
+            )
+            done += 1
+            if progress is not None:
+                progress(done, total)
+        by_method: dict[tuple[str, float | None], dict[int, str]] = {}
+        for (method, factor, i, _, _), out in zip(plan, outputs):
+            by_method.setdefault((method, factor), {})[i] = out
+        if ("unsteered", None) in by_method:
+            first = by_method.pop(("unsteered", None))
+            unsteered = [first[i] for i in ids]
+        if unsteered is not None:
+            by_method = {("unsteered", None): dict(zip(ids, unsteered)), **by_method}
+        judge = _make_judge(handle, data, cfg, state)
+        keys = list(by_method)
+        flat_outs = [by_method[k][i] for k in keys for i in ids]
+        flat_ins = [texts[k2] for _ in keys for k2 in range(len(ids))]
+        ratings = judge.rate_many(flat_ins, flat_outs)
+        if isinstance(judge, EndpointJudge) and judge.proxy:
+            state["endpoint_failed"] = judge.note
+        n = 0
+        for method, factor in keys:
+            for i in ids:
+                r = ratings[n]
+                items.append(
+                    {
+                        "concept": name,
+                        "method": method,
+                        "factor": factor,
+                        "instruction_id": i,
+                        "half": halves[i],
+                        "output": flat_outs[n],
+                        "concept_rating": r.concept,
+                        "relevance": r.relevance,
+                        "fluency": r.fluency,
+                        "score": r.score,
+                        "raw": r.raw,
+                    }
+                )
+                n += 1
+        judge_desc = judge.describe()
+    notes = [
+        "Ratings come from the offline PROXY judge (sentence-embedding concept and relevance scores, perplexity "
+        "under the unsteered model), not from AxBench's LLM judge; absolute scores are not comparable to AxBench's."
+        if judge_desc.get("proxy", True)
+        else f"Ratings from the LLM judge {judge_desc.get('judge')}.",
+    ]
+    if state.get("endpoint_failed"):
+        notes.append(str(state["endpoint_failed"]))
+    result = summarise(items, cfg, select_ids, report_ids)
+    return EvalResult(
+        config=cfg.to_dict(),
+        judge=judge_desc,
+        select_ids=select_ids,
+        report_ids=report_ids,
+        items=items,
+        directions=directions,
+        notes=notes,
+        formulas={
+            "score": SCORE_FORMULA,
+            "alpha": "α = factor × max_act; h ← h + α·w at every position of the hook",
+            "selection": "factor = argmax over factors of the mean score on the select-half instructions "
+            "(ties → smaller factor), per concept and method; reported on the report half",
+            "ci": f"percentile bootstrap 95 % CI over (concept, instruction) items, {cfg.n_boot} resamples, "
+            f"seed {cfg.seed}",
+            "paired": "same (concept, report instruction) items; two-sided Wilcoxon signed-rank (zero differences "
+            "dropped) and paired t-test; p-values uncorrected",
+        },
+        elapsed_s=round(time.perf_counter() - t0, 1),
+        **result,
+    )
+
+
+__all__ = [
+    "AXBENCH_FACTORS",
+    "CONCEPTS",
+    "DEFAULT_METHODS",
+    "EvalConfig",
+    "EvalResult",
+    "METHOD_BUILDERS",
+    "STEER_METHODS",
+    "auroc_per_column",
+    "paired_tests",
+    "pick_sae_latent",
+    "run_eval",
+    "summarise",
+]

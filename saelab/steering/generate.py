@@ -1,0 +1,441 @@
+"""Steered and unsteered generation, batched over prompts, with a KV cache and per-call sampling RNG.
+
+`generate(handle, prompts, interventions, cfg)` runs the prompts twice — once without hooks, once with
+the interventions' hooks — with the **same** sampling noise: each run draws its uniforms from its own
+`torch.Generator(seed)` (never the global RNG, so concurrent sessions cannot disturb each other), and
+samples by inverse CDF over the (temperature-scaled, top-p-filtered) distribution. Identical logits
+therefore give identical tokens, so the only difference between the two texts is the steering, and
+factor 0 reproduces the unsteered text exactly.
+
+Prompts are left-padded into one batch (TransformerLens offsets rotary positions by the attention
+mask); each row stops at its own end token. Every forward pass — steered or not — runs inside
+`saelab.hooks.gate`, which holds the model's lock for the whole generation: a concurrent session's hooks
+can never be attached while this one runs, and none are left afterwards.
+
+Prompting baseline: `cfg.system_prompt` (e.g. `prompting_system_prompt(concept)`) goes into the chat
+template's system turn; AxBench's prompting baseline asks the model in the prompt to include the concept.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from saelab.configs import DictConfig
+from saelab.errors import BadInputError
+from saelab.hooks import gate
+from saelab.models.handle import ModelHandle
+from saelab.sae.files import LoadedSAE
+from saelab.steering.interventions import FORMULAS, Intervention, Phase, build_hooks, validate
+from saelab.steering.sources import latent_activations  # re-exported: part of this module's API
+
+MAX_NEW_TOKENS = 256  # a request above this is refused with a message naming the cap
+MAX_PROMPT_TOKENS = 1024
+MAX_PROMPTS = 64
+PROMPTING_TEMPLATE = (
+    "You must include content related to {concept} in your response, while still following the instruction."
+)
+
+OnToken = Callable[[int, str, str], None]  # (prompt index, "unsteered" | "steered", text so far)
+
+
+def prompting_system_prompt(concept: str) -> str:
+    """The prompting baseline's system prompt asking for `concept` (a fixed template, not an LLM rewrite)."""
+    if not isinstance(concept, str) or not concept.strip():
+        raise BadInputError("Name the concept the prompting baseline should ask for.")
+    return PROMPTING_TEMPLATE.format(concept=concept.strip())
+
+
+@dataclass
+class GenerationConfig(DictConfig):
+    """Sampling settings, shared by the unsteered and the steered run.
+
+    Attributes:
+        max_new_tokens: tokens to generate per prompt, 1 to MAX_NEW_TOKENS (256).
+        temperature: softmax temperature; 0 = greedy (argmax).
+        top_p: nucleus sampling mass in (0, 1]; 1 = the full distribution.
+        seed: seed of the per-call sampling generator (the same for both runs).
+        chat_template: wrap each prompt as a user turn in the tokenizer's chat template.
+        system_prompt: the system turn (chat template only); None = the template's default.
+        stop_at_eos: end a prompt's text at its end token; False always makes max_new_tokens tokens (benchmarks
+            use it so steered and unsteered runs do the same work).
+    """
+
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+    chat_template: bool = True
+    system_prompt: str | None = None
+    stop_at_eos: bool = True
+
+    def __post_init__(self) -> None:
+        n = self.max_new_tokens
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise BadInputError(f"max_new_tokens must be a positive integer, got {n!r}.")
+        if n > MAX_NEW_TOKENS:
+            raise BadInputError(
+                f"{n:,} new tokens requested; the cap is {MAX_NEW_TOKENS} per generation. Ask for at most "
+                f"{MAX_NEW_TOKENS}."
+            )
+        t = self.temperature
+        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or not 0 <= t <= 10:
+            raise BadInputError(f"temperature must be a number from 0 (greedy) to 10, got {t!r}.")
+        p = self.top_p
+        if isinstance(p, bool) or not isinstance(p, int | float) or not math.isfinite(p) or not 0 < p <= 1:
+            raise BadInputError(f"top_p must lie in (0, 1], got {p!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise BadInputError(f"seed must be a non-negative integer, got {self.seed!r}.")
+        if self.system_prompt is not None and not isinstance(self.system_prompt, str):
+            raise BadInputError("system_prompt must be text or None.")
+
+
+@dataclass
+class SteeringResult:
+    """Unsteered and steered continuations of each prompt.
+
+    Attributes:
+        prompts: the prompts as given.
+        unsteered, steered: generated text per prompt (special tokens dropped; the end token not included).
+            With `with_unsteered=False`, `unsteered` is a list of empty strings.
+        steered_token_ids: generated token ids per prompt (end token not included).
+        config: `GenerationConfig.to_dict()` plus the interventions' descriptions and formulas.
+        notes: anything the reader should know (caps, stops, the empty-intervention shortcut).
+        unsteered_token_ids: as `steered_token_ids`, for the unsteered run.
+        prompt_token_ids: the model input per prompt (chat template applied), for in-context read-outs.
+        elapsed_s: wall time of each run {"unsteered": s, "steered": s}.
+    """
+
+    prompts: list[str]
+    unsteered: list[str]
+    steered: list[str]
+    steered_token_ids: list[list[int]]
+    config: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    unsteered_token_ids: list[list[int]] = field(default_factory=list)
+    prompt_token_ids: list[list[int]] = field(default_factory=list)
+    elapsed_s: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+# ---------------------------------------------------------------- prompts → token ids
+
+
+def _check_prompts(prompts: object) -> list[str]:
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if not isinstance(prompts, Sequence) or not prompts:
+        raise BadInputError("Give a prompt: the prompt list is empty.")
+    if len(prompts) > MAX_PROMPTS:
+        raise BadInputError(f"{len(prompts)} prompts at once is too many; use at most {MAX_PROMPTS}.")
+    out = []
+    for p in prompts:
+        if not isinstance(p, str):
+            raise BadInputError(f"Prompts must be text, got {type(p).__name__}.")
+        if not p.strip():
+            raise BadInputError("Type a prompt: it is empty.")
+        out.append(p)
+    return out
+
+
+def prompt_ids(handle: ModelHandle, prompt: str, cfg: GenerationConfig) -> list[int]:
+    """The model input for `prompt`: the chat template (user turn + generation prompt), or the corpus
+    separator followed by the raw text."""
+    tok = handle.tokenizer
+    if cfg.chat_template:
+        messages = [{"role": "user", "content": prompt}]
+        if cfg.system_prompt:
+            messages.insert(0, {"role": "system", "content": cfg.system_prompt})
+        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+    else:
+        from saelab.corpus import separator_id
+
+        ids = [separator_id(tok), *tok(prompt, add_special_tokens=False)["input_ids"]]
+    n_ctx = int(handle.cfg.n_ctx)
+    limit = min(MAX_PROMPT_TOKENS, n_ctx - cfg.max_new_tokens)
+    if len(ids) > limit:
+        raise BadInputError(
+            f"The prompt is {len(ids):,} tokens; with {cfg.max_new_tokens} new tokens it must stay within "
+            f"{limit:,} (model context {n_ctx:,}, prompt cap {MAX_PROMPT_TOKENS:,}). Shorten it."
+        )
+    return [int(i) for i in ids]
+
+
+def _stop_ids(handle: ModelHandle) -> set[int]:
+    from saelab.corpus import separator_id
+
+    tok = handle.tokenizer
+    ids = {separator_id(tok)}
+    if tok.eos_token_id is not None:
+        ids.add(int(tok.eos_token_id))
+    return ids
+
+
+# ---------------------------------------------------------------- sampling and the loop
+
+
+def _sample(logits_BV: torch.Tensor, cfg: GenerationConfig, gen: torch.Generator) -> torch.Tensor:
+    """Next token per row by inverse CDF with uniforms from `gen` (drawn even when greedy, so both runs
+    consume the generator identically)."""
+    u_B = torch.rand(logits_BV.shape[0], generator=gen, dtype=torch.float64)
+    if cfg.temperature == 0:
+        return logits_BV.argmax(dim=-1)
+    probs = torch.softmax(logits_BV.float() / cfg.temperature, dim=-1)
+    if cfg.top_p >= 1:  # the full distribution: inverse CDF in vocabulary order, no sort needed
+        cum = probs.cumsum(dim=-1)
+        idx = torch.searchsorted(cum, (u_B.float() * cum[:, -1]).unsqueeze(-1))
+        return idx.clamp_max(cum.shape[-1] - 1).squeeze(-1)
+    sorted_p, order = probs.sort(dim=-1, descending=True, stable=True)
+    keep = (sorted_p.cumsum(dim=-1) - sorted_p) < cfg.top_p  # the smallest prefix whose mass reaches top_p
+    cum = (sorted_p * keep).cumsum(dim=-1)
+    idx = torch.searchsorted(cum, (u_B.float() * cum[:, -1]).unsqueeze(-1)).clamp_max(cum.shape[-1] - 1)
+    return order.gather(-1, idx).squeeze(-1)
+
+
+def _kv_cache(model, batch: int):
+    try:
+        from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache as Cache
+    except ImportError:  # older TransformerLens
+        from transformer_lens.past_key_value_caching import HookedTransformerKeyValueCache as Cache
+    return Cache.init_cache(model.cfg, model.cfg.device, batch)
+
+
+def _run(
+    handle: ModelHandle,
+    ids: list[list[int]],
+    interventions: Sequence[Intervention],
+    cfg: GenerationConfig,
+    loaded_sae: LoadedSAE | None,
+    on_step: Callable[[list[list[int]], list[int]], None] | None,
+) -> list[list[int]]:
+    """Generate for every row of `ids` (token id lists); returns the new ids per row, end token excluded."""
+    batch, width = len(ids), max(len(r) for r in ids)
+    pad = int(handle.tokenizer.pad_token_id or 0)
+    tokens = torch.full((batch, width), pad, dtype=torch.long)
+    mask = torch.zeros((batch, width), dtype=torch.long)
+    for i, row in enumerate(ids):
+        tokens[i, width - len(row) :] = torch.tensor(row)
+        mask[i, width - len(row) :] = 1
+    device = handle.cfg.device
+    tokens, mask = tokens.to(device), mask.to(device)
+    stops = _stop_ids(handle)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    phase = Phase()
+    hooks = build_hooks(interventions, phase, loaded_sae)
+    out: list[list[int]] = [[] for _ in range(batch)]
+    done = [False] * batch
+    with gate(handle, hooks) as model, torch.inference_mode():
+        cache = _kv_cache(model, batch)
+        logits = model(tokens, attention_mask=mask, past_kv_cache=cache)
+        phase.generating = True
+        for step in range(cfg.max_new_tokens):
+            nxt = _sample(logits[:, -1, :].float(), cfg, gen)
+            grown = []
+            for i, t in enumerate(nxt.tolist()):
+                if done[i]:
+                    continue
+                if t in stops and cfg.stop_at_eos:
+                    done[i] = True
+                else:
+                    out[i].append(int(t))
+                    grown.append(i)
+            if on_step is not None and grown:
+                on_step(out, grown)
+            if all(done) or step == cfg.max_new_tokens - 1:
+                break
+            feed = torch.tensor([pad if done[i] else out[i][-1] for i in range(batch)], device=device)[:, None]
+            logits = model(feed, attention_mask=torch.ones_like(feed), past_kv_cache=cache)
+    return out
+
+
+def _decode(handle: ModelHandle, ids: list[int]) -> str:
+    return handle.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def _timed_run(
+    handle: ModelHandle,
+    ids: list[list[int]],
+    interventions: Sequence[Intervention],
+    cfg: GenerationConfig,
+    loaded_sae: LoadedSAE | None,
+    on_token: OnToken | None,
+    which: str,
+) -> tuple[list[list[int]], float]:
+    on_step = None
+    if on_token is not None:
+
+        def on_step(out: list[list[int]], running: list[int]) -> None:
+            for i in running:
+                on_token(i, which, _decode(handle, out[i]))
+
+    t0 = time.perf_counter()
+    out = _run(handle, ids, interventions, cfg, loaded_sae, on_step)
+    return out, time.perf_counter() - t0
+
+
+def generate(
+    handle: ModelHandle,
+    prompts: str | list[str],
+    interventions: Sequence[Intervention],
+    cfg: GenerationConfig | None = None,
+    *,
+    loaded_sae: LoadedSAE | None = None,
+    with_unsteered: bool = True,
+    on_token: OnToken | None = None,
+) -> SteeringResult:
+    """Unsteered and steered continuations of `prompts` (see the module docstring).
+
+    `on_token(prompt_index, which, text_so_far)` is called after every generated token of each
+    still-running prompt, `which` in {"unsteered", "steered"}; the unsteered run goes first.
+    An empty `interventions` list is the unsteered model (the steered texts then equal the unsteered).
+    """
+    cfg = cfg or GenerationConfig()
+    if not isinstance(cfg, GenerationConfig):
+        raise BadInputError("cfg must be a GenerationConfig.")
+    prompts = _check_prompts(prompts)
+    interventions = list(interventions or [])
+    validate(interventions, handle, loaded_sae)
+    ids = [prompt_ids(handle, p, cfg) for p in prompts]
+    notes: list[str] = []
+
+    elapsed: dict[str, float] = {}
+    unsteered_ids: list[list[int]] = [[] for _ in prompts]
+    if with_unsteered or not interventions:
+        unsteered_ids, elapsed["unsteered"] = _timed_run(handle, ids, [], cfg, loaded_sae, on_token, "unsteered")
+    if interventions:
+        steered_ids, elapsed["steered"] = _timed_run(handle, ids, interventions, cfg, loaded_sae, on_token, "steered")
+    else:
+        steered_ids = unsteered_ids
+        notes.append("No intervention: the steered text is the unsteered text.")
+    for i, row in enumerate(steered_ids):
+        if len(row) == cfg.max_new_tokens:
+            notes.append(f"Prompt {i + 1}: stopped at the {cfg.max_new_tokens}-token limit (cap {MAX_NEW_TOKENS}).")
+    config = {
+        **cfg.to_dict(),
+        "interventions": [iv.describe() for iv in interventions],
+        "formulas": {iv.kind: FORMULAS[iv.kind] for iv in interventions},
+        "sampling": "inverse CDF with uniforms from torch.Generator(seed), shared by both runs",
+        "model": handle.name,
+    }
+    return SteeringResult(
+        prompts=prompts,
+        unsteered=[_decode(handle, r) for r in unsteered_ids]
+        if with_unsteered or not interventions
+        else [""] * len(prompts),
+        steered=[_decode(handle, r) for r in steered_ids],
+        steered_token_ids=steered_ids,
+        config=config,
+        notes=notes,
+        unsteered_token_ids=unsteered_ids,
+        prompt_token_ids=ids,
+        elapsed_s={k: round(v, 4) for k, v in elapsed.items()},
+    )
+
+
+__all__ = [
+    "MAX_NEW_TOKENS",
+    "GenerationConfig",
+    "SteeringResult",
+    "generate",
+    "latent_activations",
+    "prompt_ids",
+    "prompting_system_prompt",
+    "SweepResult",
+    "sweep",
+]
+
+
+# ---------------------------------------------------------------- strength sweep
+
+
+@dataclass
+class SweepResult:
+    """Steered text per factor, and judge ratings when a judge was given.
+
+    Attributes:
+        prompts: the prompts (instructions).
+        factors: the factors swept (each replaces the factor of every add/clamp intervention).
+        texts: texts[f][p] = output for factor index f and prompt p.
+        unsteered: the unsteered output per prompt (same seed).
+        ratings: ratings[f][p] = judge `Rating.to_dict()` or None without a judge.
+        means: per factor, mean over prompts of "concept", "relevance", "fluency", "score" (empty without judge).
+        judge: the judge's `describe()` (formulas, thresholds, proxy flag), {} without a judge.
+        notes: caveats.
+    """
+
+    prompts: list[str]
+    factors: list[float]
+    texts: list[list[str]]
+    unsteered: list[str]
+    ratings: list[list[dict[str, Any] | None]]
+    means: dict[str, list[float]]
+    judge: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+MAX_SWEEP_FACTORS = 16
+
+
+def sweep(
+    handle: ModelHandle,
+    prompts: str | list[str],
+    interventions: Sequence[Intervention],
+    factors: Sequence[float],
+    cfg: GenerationConfig | None = None,
+    *,
+    loaded_sae: LoadedSAE | None = None,
+    judge: Any = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> SweepResult:
+    """Generate at each factor (every add/clamp intervention takes that factor) and rate with `judge`
+    (anything with `rate_many(instructions, outputs)` and `describe()`, e.g. `judges.ProxyJudge`)."""
+    import dataclasses
+
+    cfg = cfg or GenerationConfig()
+    factors = [float(f) for f in factors]
+    if not factors or len(factors) > MAX_SWEEP_FACTORS:
+        raise BadInputError(f"Give 1 to {MAX_SWEEP_FACTORS} factors to sweep, got {len(factors)}.")
+    if not any(iv.kind != "ablate" for iv in interventions):
+        raise BadInputError("A strength sweep needs an add or clamp intervention (ablate has no strength).")
+    runs = [[dataclasses.replace(iv, factor=f) if iv.kind != "ablate" else iv for iv in interventions] for f in factors]
+    for ivs in runs:
+        validate(ivs, handle, loaded_sae)
+    total = len(factors) + 1 + (1 if judge is not None else 0)
+    base = generate(handle, prompts, [], cfg, loaded_sae=loaded_sae)
+    if progress:
+        progress(1, total)
+    texts = []
+    for k, ivs in enumerate(runs):
+        texts.append(generate(handle, base.prompts, ivs, cfg, loaded_sae=loaded_sae, with_unsteered=False).steered)
+        if progress:
+            progress(k + 2, total)
+    ratings: list[list[dict[str, Any] | None]] = [[None] * len(base.prompts) for _ in factors]
+    means: dict[str, list[float]] = {}
+    if judge is not None:
+        flat = judge.rate_many([p for _ in factors for p in base.prompts], [t for row in texts for t in row])
+        n = len(base.prompts)
+        ratings = [[r.to_dict() for r in flat[k * n : (k + 1) * n]] for k in range(len(factors))]
+        for key in ("concept", "relevance", "fluency", "score"):
+            means[key] = [sum(r[key] for r in row) / n for row in ratings]  # type: ignore[index]
+        if progress:
+            progress(total, total)
+    return SweepResult(
+        prompts=base.prompts,
+        factors=factors,
+        texts=texts,
+        unsteered=base.unsteered,
+        ratings=ratings,
+        means=means,
+        judge=judge.describe() if judge is not None else {},
+        notes=[] if judge is not None else ["No judge: texts only, no ratings."],
+    )

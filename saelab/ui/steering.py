@@ -1,0 +1,91 @@
+"""Streamlit caches and small helpers for the steering playground (the page stays thin).
+
+Directions are cached per process with `st.cache_resource` (read-only, shared by sessions: a Direction
+is never mutated after it is built); the proxy judge likewise, keyed by its concept examples. Nothing
+here runs a hooked forward itself: every model call goes through the backend, which uses `saelab.hooks`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import streamlit as st
+
+from saelab.errors import BadInputError
+from saelab.ui.state import get_model, get_sae, model_spec
+
+MAX_TEXT_LINES = 200
+
+
+def split_lines(text: str, what: str) -> list[str]:
+    """Non-empty lines of a text box (one example per line), at most MAX_TEXT_LINES."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if len(lines) > MAX_TEXT_LINES:
+        raise BadInputError(f"{len(lines)} {what} lines; use at most {MAX_TEXT_LINES}.")
+    return lines
+
+
+def parse_factors(text: str) -> list[float]:
+    """ "0, 0.5, 1, 2" → [0.0, 0.5, 1.0, 2.0], or BadInputError naming the bad entry."""
+    out = []
+    for part in re.split(r"[,\s;]+", (text or "").strip()):
+        if not part:
+            continue
+        try:
+            out.append(float(part))
+        except ValueError:
+            raise BadInputError(f"{part!r} is not a number; list factors like 0, 0.5, 1, 2, 4.") from None
+    if not out:
+        raise BadInputError("List at least one factor, e.g. 0, 0.5, 1, 2, 4.")
+    return out
+
+
+@st.cache_resource(show_spinner="Computing the direction from your texts…", max_entries=16)
+def text_direction(
+    method: str, positives: tuple[str, ...], negatives: tuple[str, ...], hook: str, seed: int, spec: str
+):
+    from saelab.steering.sources import text_direction as build
+
+    return build(get_model(spec), method, list(positives), list(negatives), hook=hook, seed=seed)
+
+
+@st.cache_resource(show_spinner="Measuring the neuron's largest activation…", max_entries=16)
+def neuron_direction(layer: int, neuron: int, spec: str):
+    from saelab.steering.sources import neuron_direction as build
+
+    return build(get_model(spec), layer, neuron)
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def sae_direction(sae_path: str, latent: int, spec: str):
+    from saelab.steering.sources import sae_latent_direction
+
+    return sae_latent_direction(get_sae(sae_path, spec), latent, handle=get_model(spec))
+
+
+def latent_examples(store: Any, latent: int, decode, n: int = 20) -> list[str]:
+    """Texts of the latent's top dashboard contexts (its concept examples for the judge)."""
+    if store is None:
+        return []
+    dash = store.latent(latent)
+    texts = []
+    for row in dash.top_tokens[:n]:
+        text = "".join(decode(int(t)) for t in row if int(t) >= 0).strip()
+        if text:
+            texts.append(text)
+    return texts
+
+
+@st.cache_resource(show_spinner="Preparing the PROXY judge (sentence embeddings)…", max_entries=8)
+def proxy_judge(examples: tuple[str, ...], spec: str):
+    """`saelab.steering.judges.ProxyJudge` for these concept examples, or None when the module is missing."""
+    try:
+        from saelab.steering.judges import ProxyJudge
+    except ImportError:
+        return None
+    return ProxyJudge(get_model(spec), list(examples))
+
+
+def spec() -> str:
+    return model_spec()
