@@ -1,0 +1,6 @@
+"""Circuit discovery: which attention heads carry a task, by discrete SAE codes, activation and attribution patching.
+
+Data flow: `tasks` (prompt pairs + metric) → `heads` (hook_z forwards) → `methods` registry (`discrete_sae`,
+`patching`, `attribution`) → `evaluate` (against the activation-patching reference) → `run` (CircuitConfig →
+CircuitResult) → `figures` / `export`. See docs/circuits.md.
+"""
