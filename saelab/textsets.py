@@ -63,7 +63,8 @@ def _decode(data: bytes) -> tuple[str, list[str]]:
         ]
 
 
-def _read_csv(data: bytes | str | Path) -> tuple[pd.DataFrame, list[str], str]:
+def read_frame(data: bytes | str | Path) -> tuple[pd.DataFrame, list[str], str]:
+    """A CSV (bytes, text or path) as an all-string DataFrame, the notes on its decoding, and its source name."""
     if isinstance(data, (str, Path)) and not (isinstance(data, str) and "\n" in data):
         path = Path(data)
         if not path.exists():
@@ -91,7 +92,7 @@ def _read_csv(data: bytes | str | Path) -> tuple[pd.DataFrame, list[str], str]:
 
 def csv_columns(data: bytes | str | Path) -> list[str]:
     """The column names of a CSV (for the page's column pickers)."""
-    df, _, _ = _read_csv(data)
+    df, _, _ = read_frame(data)
     return [str(c) for c in df.columns]
 
 
@@ -194,7 +195,7 @@ def from_csv(
     seed: int = 0,
 ) -> TextSet:
     """A TextSet from CSV bytes, CSV text or a path. Row ids in provenance index the original file's rows."""
-    df, notes, source = _read_csv(data)
+    df, notes, source = read_frame(data)
     return _from_frame(
         df, text_col, target_col, kind=kind, max_rows=max_rows, seed=seed, notes=notes, provenance={"source": source}
     )

@@ -20,9 +20,9 @@ def read_pairs(
     data: bytes | str | Path, col_a: str, col_b: str, *, max_pairs: int = MAX_PAIRS, seed: int = 0
 ) -> tuple[list[str], list[str], list[str]]:
     """(texts_a, texts_b, notes) from two text columns; rows with an empty side are dropped; big files sampled."""
-    from saelab.textsets import _read_csv
+    from saelab.textsets import read_frame
 
-    df, notes, _ = _read_csv(data)
+    df, notes, _ = read_frame(data)
     missing = [c for c in (col_a, col_b) if c not in df.columns]
     if missing:
         raise BadInputError(f"No column {missing[0]!r}; the file has {[str(c) for c in df.columns]}.")
