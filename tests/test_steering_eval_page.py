@@ -1,0 +1,78 @@
+"""The steering-evaluation page through the real entry point (AppTest), on the tiny model with tiny sizes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.fixtures_ui import build_feature_root
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+@pytest.fixture(scope="module")
+def feature_root(tmp_path_factory, tiny_handle):
+    root = tmp_path_factory.mktemp("steer_eval_features")
+    build_feature_root(root, tiny_handle.tokenizer)
+    return root
+
+
+@pytest.fixture
+def page(feature_root, monkeypatch):
+    monkeypatch.setenv("SAELAB_FEATURES", str(feature_root))
+    monkeypatch.setenv("SAELAB_MODEL", "tiny")
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.switch_page("pages/steering_eval.py")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _set_tiny_sizes(at: AppTest) -> None:
+    concepts, methods, factors = at.multiselect[0], at.multiselect[1], at.multiselect[2]
+    concepts.set_value(["spam"])
+    methods.set_value(["diffmean", "prompting"])
+    factors.set_value([1.0])
+    labels = {n.label: n for n in at.number_input}
+    labels["Instructions"].set_value(2)
+    labels["New tokens (AxBench 128)"].set_value(3)
+    labels["Training texts per class (AxBench 72)"].set_value(4)
+    labels["Held-out judge examples"].set_value(3)
+
+
+def test_steering_eval_page__runs_tiny_evaluation_and_labels_proxy(page):
+    at = page
+    assert any("PROXY" in c.value for c in at.caption)
+    _set_tiny_sizes(at)
+    next(b for b in at.button if b.label == "Run evaluation").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert any("PROXY judge ratings" in m.value for m in at.markdown)
+    assert len(at.get("plotly_chart")) >= 2
+    methods = set(at.dataframe[0].value["method"])
+    assert {"unsteered", "diffmean", "prompting"} <= methods
+
+
+def test_steering_eval_page__bad_input_shows_message_and_keeps_running(page):
+    at = page
+    at.multiselect[0].set_value([])
+    next(b for b in at.button if b.label == "Run evaluation").click().run()
+    assert not at.exception, at.exception
+    assert any("at least one concept" in e.value for e in at.error)
+
+
+def test_steering_eval_page__detox_tiers_plot(page):
+    at = page
+    labels = {n.label: n for n in at.number_input}
+    labels["Latents"].set_value(2)
+    labels["Prompts"].set_value(3)
+    labels["New tokens"].set_value(3)
+    labels["Ranking texts per class"].set_value(20)
+    next(b for b in at.button if b.label == "Run detox tiers").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    conditions = next(df.value for df in at.dataframe if "condition" in df.value.columns)["condition"].tolist()
+    assert conditions == ["unsteered", "mild", "medium", "strong"]
+    assert any("toxicity" in c.value.lower() for c in at.caption)
