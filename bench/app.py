@@ -3,8 +3,10 @@
 Measured in one run on this machine (Debian chromium driven by Playwright, `streamlit run app.py` on localhost):
   * first page interactive: from launching the server to the Overview page showing the model, idle
     (dependencies installed and the converted-weights cache in place, as after `make app` once);
-  * feature page switch: in one browser session, type a latent index into the Explorer's box and wait until
-    that latent's page has rendered and the script is idle; p50/p95 over random latents;
+  * feature page switch: in one browser session, type a latent index into the Explorer's box and time until
+    the new latent's heading is visible ("visible") and until the script is idle with no stale element left
+    (the headline figure); p50/p95 over random latents;
+  * model ready: from launching the server until the Overview says the model is loaded (background load);
   * resident memory (VmRSS) of the server with the model and SAE loaded, after the Explorer and Prompt view ran;
   * for reference, the backend part of a switch in-process (`DashboardStore.latent(i)`), and the dashboard
     build time recorded in the shipped meta.json.
@@ -131,6 +133,7 @@ def main() -> None:
         "first_page_interactive_s": first_page_s,
         "feature_switch_p50_ms": 1000 * statistics.median(switches),
         "feature_switch_p95_ms": 1000 * switches[int(0.95 * (len(switches) - 1))],
+        "feature_switch_visible_p50_ms": 1000 * statistics.median(visible),
         "feature_switch_visible_p95_ms": 1000 * visible[int(0.95 * (len(visible) - 1))],
         "model_ready_s": model_ready_s,
         "backend_latent_read_p95_ms": 1000 * backend[int(0.95 * (len(backend) - 1))],

@@ -25,3 +25,15 @@ def default_handle():
     from saelab.models import load_model
 
     return load_model()
+
+
+@pytest.fixture(scope="session")
+def feature_root(tmp_path_factory, tiny_handle):
+    """A folder holding `default/` = a tiny SAE with dashboards and labels: point `SAELAB_FEATURES` at it.
+
+    Shared read-only by every AppTest of the pages (tests that change it build their own)."""
+    from tests.fixtures_ui import build_feature_root
+
+    root = tmp_path_factory.mktemp("features")
+    build_feature_root(root, tiny_handle.tokenizer)
+    return root

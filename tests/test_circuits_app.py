@@ -9,16 +9,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from saelab.cli import main
-from tests.fixtures_ui import build_feature_root
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-
-
-@pytest.fixture(scope="module")
-def feature_root(tmp_path_factory, tiny_handle):
-    root = tmp_path_factory.mktemp("features")
-    build_feature_root(root, tiny_handle.tokenizer, dashboards=False)
-    return root
 
 
 @pytest.fixture

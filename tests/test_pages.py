@@ -13,13 +13,6 @@ from tests.fixtures_ui import D_SAE, XSS, build_feature_root, build_real_dashboa
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 
-@pytest.fixture(scope="module")
-def feature_root(tmp_path_factory, tiny_handle):
-    root = tmp_path_factory.mktemp("features")
-    build_feature_root(root, tiny_handle.tokenizer)
-    return root
-
-
 @pytest.fixture
 def app(feature_root, monkeypatch):
     """An AppTest of app.py reading the tiny SAE, on the tiny model."""

@@ -7,17 +7,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.fixtures_ui import XSS, build_feature_root
+from tests.fixtures_ui import XSS
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGE = "pages/probing.py"
-
-
-@pytest.fixture(scope="module")
-def feature_root(tmp_path_factory, tiny_handle):
-    root = tmp_path_factory.mktemp("features")
-    build_feature_root(root, tiny_handle.tokenizer)
-    return root
 
 
 @pytest.fixture
