@@ -22,18 +22,10 @@ import numpy as np
 import torch
 
 from saelab.circuits.heads import head_outputs
+from saelab.circuits.methods import MethodSettings
 from saelab.circuits.tasks import PairBatch, PairMetrics, metric_values
 
 Progress = Callable[[int, int], None]
-
-
-@dataclass
-class SaeCodeSettings:
-    d_sae: int = 200
-    l1: float = 0.02
-    lr: float = 1e-3
-    epochs: int = 500
-    seed: int = 0
 
 
 @dataclass
@@ -62,7 +54,7 @@ def pooled_head_outputs(
     return torch.cat(pos), torch.cat(neg), PairMetrics(clean_m, corr_m)
 
 
-def train_code_sae(x: torch.Tensor, settings: SaeCodeSettings, progress: Progress | None = None):
+def train_code_sae(x: torch.Tensor, settings: MethodSettings, progress: Progress | None = None):
     """A SAE-Lens standard (ReLU + L1) SAE on rows of `x` [n, d], full batch; returns (sae, scale, mse)."""
     from sae_lens.saes.sae import TrainStepInput
 
@@ -138,7 +130,7 @@ def code_edges(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
 
 
 def discrete_sae_scores(
-    handle, batches: Sequence[PairBatch], metric: str, settings: SaeCodeSettings, progress: Progress | None = None
+    handle, batches: Sequence[PairBatch], metric: str, settings: MethodSettings, progress: Progress | None = None
 ) -> tuple[np.ndarray, np.ndarray, CodeTable, PairMetrics]:
     """Head scores [n_layers, n_heads], edges, the code table and the baselines (see the module docstring)."""
     pos, neg, base = pooled_head_outputs(handle, batches, metric)

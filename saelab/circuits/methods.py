@@ -22,7 +22,7 @@ Progress = Callable[[int, int], None]
 
 @dataclass
 class MethodSettings:
-    """Knobs the methods read (only the discrete-SAE uses them today)."""
+    """Knobs the methods read (only the discrete-SAE uses them today: its code SAE's width, L1, lr, epochs)."""
 
     d_sae: int = 200
     l1: float = 0.02
@@ -76,10 +76,9 @@ def run_method(name: str, handle, batches, metric: str, settings: MethodSettings
 
 
 def _discrete_sae(handle, batches, metric, settings, progress):
-    from saelab.circuits.discrete_sae import SaeCodeSettings, discrete_sae_scores
+    from saelab.circuits.discrete_sae import discrete_sae_scores
 
-    cs = SaeCodeSettings(settings.d_sae, settings.l1, settings.lr, settings.epochs, settings.seed)
-    scores, edges, table, base = discrete_sae_scores(handle, batches, metric, cs, progress)
+    scores, edges, table, base = discrete_sae_scores(handle, batches, metric, settings, progress)
     extra = {"sae_train_mse": table.train_mse, "sae_explained_variance": table.explained_variance,
              "sae_l0": table.l0, "n_codes_used": int(len(set(table.pos.ravel()) | set(table.neg.ravel())))}  # fmt: skip
     return MethodOutput(scores, 0.0, base, edges, extra)
