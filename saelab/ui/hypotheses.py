@@ -4,28 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from saelab.corpus import list_datasets
-from saelab.textsets import TextSet, csv_columns, from_builtin, from_csv
-
-
-@st.cache_data(show_spinner=False)
-def builtin_names() -> list[str]:
-    return list_datasets()
-
-
-@st.cache_data(show_spinner="Reading the set…", max_entries=8)
-def builtin_set(name: str, seed: int) -> TextSet:
-    return from_builtin(name, seed=seed)
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def upload_columns(data: bytes) -> list[str]:
-    return csv_columns(data)
-
-
-@st.cache_data(show_spinner="Reading the CSV…", max_entries=8)
-def upload_set(data: bytes, text_col: str, target_col: str, kind: str, seed: int) -> TextSet:
-    return from_csv(data, text_col=text_col, target_col=target_col, kind=kind, seed=seed)
+from saelab.textsets import TextSet
+from saelab.ui.textsets import builtin_set, upload_columns, upload_set  # noqa: F401  (the page reads sets here)
+from saelab.ui.textsets import dataset_names as builtin_names  # noqa: F401
 
 
 def run_with_bar(cfg, textset: TextSet, endpoint=None, handle=None):

@@ -9,9 +9,9 @@ from typing import Any
 
 import streamlit as st
 
-from saelab.corpus import list_datasets
-from saelab.textsets import TextSet, csv_columns, from_builtin, from_csv
+from saelab.textsets import TextSet
 from saelab.ui.render import esc, highlight_tokens, latent_link
+from saelab.ui.textsets import builtin_set, dataset_names, upload_columns, upload_set  # noqa: F401  (the page reads sets here)
 
 # The menu's named tasks (issue 5 §1); every other sae-probes set is listed after them.
 TASKS: dict[str, str] = {
@@ -31,29 +31,13 @@ TASKS: dict[str, str] = {
 }
 
 
-@st.cache_data(show_spinner=False)
 def builtin_names() -> list[str]:
-    names = list_datasets()
+    names = dataset_names()
     return [n for n in TASKS if n in names] + [n for n in names if n not in TASKS]
 
 
 def task_label(name: str) -> str:
     return f"{TASKS[name]} · {name}" if name in TASKS else name
-
-
-@st.cache_data(show_spinner="Reading the set…", max_entries=8)
-def builtin_set(name: str, seed: int, max_rows: int, kind: str) -> TextSet:
-    return from_builtin(name, max_rows=max_rows, seed=seed, kind=kind)
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def upload_columns(data: bytes) -> list[str]:
-    return csv_columns(data)
-
-
-@st.cache_data(show_spinner="Reading the CSV…", max_entries=8)
-def upload_set(data: bytes, text_col: str, target_col: str, kind: str, seed: int, max_rows: int) -> TextSet:
-    return from_csv(data, text_col=text_col, target_col=target_col, kind=kind, seed=seed, max_rows=max_rows)
 
 
 def run_with_bar(cfg: Any, textset: TextSet, handle: Any, loaded_sae: Any, labels: dict[int, str]) -> Any:
