@@ -240,7 +240,15 @@ def show_latent(latent: int) -> None:
             st.html("".join(blocks) or "<i>No samples.</i>")
 
     with right:
-        st.plotly_chart(figures.activation_histogram(dash.hist_counts, max_act), width="stretch")
+        st.html(
+            "<b>Activation histogram</b> <span style='color:#6c757d;font-size:.85em'>(tokens where the latent fires)</span>"
+        )
+        st.plotly_chart(
+            figures.activation_histogram(dash.hist_counts, max_act),
+            width="stretch",
+            config={"displayModeBar": False},
+            theme=None,
+        )
 
     pos, neg, near = st.columns(3)
     pos.html(render.logit_list_html(dash.logit_pos_ids, dash.logit_pos_vals, decode, positive=True))

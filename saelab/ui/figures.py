@@ -38,12 +38,13 @@ def activation_histogram(hist_counts: Sequence[int], max_act: float) -> go.Figur
             hovertemplate="activation %{x:.3g} ± " + f"{width / 2:.3g}" + "<br>%{y:,} tokens<extra></extra>",
         )
     )
+    # Fixed margins, no in-figure title: Plotly's automatic margins and title layout were a large part
+    # of the browser's work on each latent switch (the page puts the title in its own HTML).
     fig.update_layout(
-        title="Activation histogram (tokens where the latent fires)",
-        xaxis_title="activation",
-        yaxis_title="tokens",
-        height=280,
-        margin=dict(l=40, r=10, t=40, b=40),
+        xaxis=dict(title="activation", automargin=False),
+        yaxis=dict(title="tokens", automargin=False),
+        height=250,
+        margin=dict(l=56, r=10, t=10, b=44),
         bargap=0.02,
     )
     return fig
