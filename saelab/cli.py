@@ -147,8 +147,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_dashboards(args: argparse.Namespace) -> int:
     from saelab.corpus import CorpusConfig, build_corpus
+    from saelab.features.autolabel import label_all
     from saelab.features.dashboards import DashboardConfig, build_dashboards
-    from saelab.features.labels import label_all, write_labels
+    from saelab.features.labels import write_labels
     from saelab.models import load_model
     from saelab.sae.files import load_sae, read_meta
 

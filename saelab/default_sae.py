@@ -74,8 +74,9 @@ def build_default(work: Path, dest: Path = DEFAULT_DIR, epochs: float = 1.0) -> 
     """Run every step (see the module docstring); returns the shipped folder."""
     from saelab.activations import ActivationStore, HarvestConfig, harvest
     from saelab.corpus import CorpusConfig, build_corpus
+    from saelab.features.autolabel import label_all
     from saelab.features.dashboards import DashboardConfig, build_dashboards
-    from saelab.features.labels import label_all, write_labels
+    from saelab.features.labels import write_labels
     from saelab.models import load_model
     from saelab.sae.evaluate import evaluate_sae
     from saelab.sae.files import load_sae

@@ -171,7 +171,10 @@ def _from_frame(
     if long.any():
         notes.append(f"Cut {int(long.sum()):,} text(s) to {MAX_TEXT_CHARS:,} characters.")
         frame.loc[long, "text"] = frame.loc[long, "text"].str.slice(0, MAX_TEXT_CHARS)
-    target, kind_out, classes = _infer_target(frame["target"], kind)
+    try:
+        target, kind_out, classes = _infer_target(frame["target"], kind)
+    except BadInputError as err:  # say which column, so the fix is obvious on a page with several pickers
+        raise BadInputError(f"Target column {target_col!r}: {err}") from err
     provenance = {
         **provenance,
         "text_col": text_col,

@@ -183,3 +183,45 @@ def test_run__default_model_residual_embedding_end_to_end(planted, default_handl
     assert any("pizza" in h.terms and h.significant for h in res.sae_method.hypotheses), [
         h.label for h in res.sae_method.hypotheses
     ]
+
+
+def test_page__csv_upload_bad_columns_and_bytes_are_messages_then_it_runs(monkeypatch):
+    """The upload path: a free-text target is refused clearly, non-UTF-8 bytes are noted, then it runs."""
+    import csv
+    import io
+
+    from streamlit.testing.v1 import AppTest
+
+    from tests.fixtures_ui import XSS
+
+    texts, pizza = _planted_texts(260)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["review", "notes", "stars"])
+    for i, (t, p) in enumerate(zip(texts, pizza)):
+        writer.writerow([f"{t} {XSS}" if i % 7 == 0 else t, f"free note {i}", 4 + int(p) if i % 3 else 1 + int(p)])
+    data = buf.getvalue().encode() + b"Review 999: caf\xe9 latte was fine.,free note 999,3\n"  # one Latin-1 byte
+
+    monkeypatch.setenv("SAELAB_MODEL", "tiny")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.switch_page("pages/hypotheses.py")
+    at.run()
+    at.radio(key="hyp_source").set_value("Upload a CSV").run()
+    assert at.button(key="hyp_run").disabled  # nothing to run on yet
+    at.file_uploader(key="hyp_upload").set_value(("reviews.csv", data, "text/csv"))
+    at.run()
+    at.selectbox(key="hyp_target_col").set_value("notes").run()
+    assert not at.exception, at.exception
+    assert any("notes" in e.value for e in at.error), [e.value for e in at.error]  # free text is no target
+    assert at.button(key="hyp_run").disabled
+    at.selectbox(key="hyp_target_col").set_value("stars").run()
+    at.selectbox(key="hyp_kind").set_value("numeric").run()  # five star values would be classes under "auto"
+    assert not at.error, [e.value for e in at.error]
+    captions = " ".join(c.value for c in at.caption)
+    assert "UTF-8" in captions and "261 texts" in captions and "numeric" in captions, captions
+    at.number_input(key="hyp_n").set_value(5)
+    at.number_input(key="hyp_epochs").set_value(10)
+    at.button(key="hyp_run").click().run()
+    assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
+    assert len(at.dataframe) == 2 and any("significant" in m.label for m in at.metric)
+    assert "<script" not in "".join(h.proto.body for h in at.get("html")).lower()  # texts are escaped

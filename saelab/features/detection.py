@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,12 +20,10 @@ from scipy import sparse
 
 from saelab.corpus import separator_id
 from saelab.errors import BadInputError
+from saelab.features.labels import LabelConfig, LatentLabel
 from saelab.hooks import cache_activations
 from saelab.models.handle import ModelHandle
 from saelab.sae.files import LoadedSAE
-
-if TYPE_CHECKING:
-    from saelab.features.labels import LabelConfig, LatentLabel
 
 Progress = Callable[[int, int], None]
 
@@ -229,8 +227,6 @@ def detection_scores(
         presence_before, after_rules: likewise for tokens right before an analysed position ("after: …").
     """
     if cfg is None:
-        from saelab.features.labels import LabelConfig  # labels imports this module: import late
-
         cfg = LabelConfig()
     fires = fires.numpy() if isinstance(fires, torch.Tensor) else np.asarray(fires)
     n_rows, d_sae = fires.shape
