@@ -5,7 +5,7 @@ import streamlit as st
 
 from saelab.errors import SaelabError
 from saelab.probing import figures
-from saelab.probing.classify import CLASSIFIERS, FORMULAS
+from saelab.probing.classify import C_GRID, CLASSIFIERS, FORMULAS
 from saelab.probing.detection import DETECTORS
 from saelab.probing.report import summary_rows
 from saelab.probing.run import ProbeConfig
@@ -86,7 +86,9 @@ c1, c2, c3, c4 = st.columns(4)
 layer = int(c1.number_input("Layer (hidden / neurons)", 0, int(ctx.handle.cfg.n_layers) - 1,
                             min(12, int(ctx.handle.cfg.n_layers) - 1), key="probe_layer"))  # fmt: skip
 classifier = c2.selectbox("Classifier", [c for c in CLASSIFIERS if c not in ("ridge", "linear")], key="probe_clf")
-C = float(c3.number_input("C (inverse regularisation)", 1e-4, 1e4, 1.0, format="%.4g", key="probe_C"))
+tune = c3.checkbox("Choose C by cross-validation", True, key="probe_tune",
+                   help=f"Tries C in {list(C_GRID)} with the CV folds below, on the training split only.")  # fmt: skip
+C = float(c3.number_input("C (inverse regularisation)", 1e-4, 1e4, 1.0, format="%.4g", key="probe_C", disabled=tune))
 k = int(c4.number_input("k (topk classifier)", 1, 10_000, 5, key="probe_k"))
 st.caption(f"{classifier}: {FORMULAS[classifier]}")
 with st.expander("Split, baselines and detection"):
@@ -106,7 +108,7 @@ if st.button("Run probe", type="primary", disabled=textset is None, key="probe_r
             dataset=dataset, csv_path=None if dataset else (upload_name or "upload.csv"), kind=kind, numeric_mode=numeric_mode,
             max_rows=max_rows, test_fraction=test_fraction, n_train=n_train, n_test=n_test, seed=seed, source=feat,
             pooling=pooling, topn=topn, binarise=1.0 if binarise else None, layer=layer, classifier=classifier, C=C,
-            k=k, cv_folds=folds, learning_curve=learning, ood_dataset=None if ood == "(none)" else ood,
+            tune_C=tune, k=k, cv_folds=folds, learning_curve=learning, ood_dataset=None if ood == "(none)" else ood,
             detection=detect, model=model_spec(), sae_path=ctx.sae_path,
         )  # fmt: skip
         report = ui.run_with_bar(cfg, textset, ctx.handle, ctx.loaded, ctx.labels)

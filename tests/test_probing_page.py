@@ -70,10 +70,12 @@ def test_probing_page__uploaded_csv_with_bad_columns_shows_message_then_runs(at)
     assert 'href="explorer?latent=' in _html(at)
     at.selectbox(key="probe_source").set_value("tfidf")
     _small(at)
+    assert at.checkbox(key="probe_tune").value  # on by default
     at.button(key="probe_run").click().run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     assert any(m.label == "Test macro_f1" for m in at.metric)
+    assert any("chosen by 3-fold CV" in w.value for w in at.warning)  # C came from the training folds
     assert "<script" not in _html(at).lower()
 
 

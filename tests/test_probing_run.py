@@ -90,6 +90,20 @@ def test_run__sae_source_on_tiny_model_with_detection(tmp_path, tiny_handle, tin
     assert rep.detection["auroc"]["bow"] > 0.8  # the words give the class away
 
 
+def test_run__tune_C_chooses_on_training_folds_and_the_export_repeats_it(tmp_path):
+    csv = _csv(tmp_path / "reviews.csv")
+    rep = run_probe(_cfg(csv, source="tfidf", tune_C=True, C_grid=[0.01, 1.0, 100.0], learning_curve=False))
+    t = rep.tuning
+    assert t is not None and t["grid"] == [0.01, 1.0, 100.0] and t["folds"] == 3 and len(t["means"]) == 3
+    assert t["best_C"] in t["grid"] and t["means"][t["grid"].index(t["best_C"])] == max(t["means"])
+    assert rep.config["tune_C"] is True and rep.config["C"] == 1.0  # the config as asked; C* is in `tuning`
+    assert any("chosen by 3-fold CV" in n for n in rep.notes)
+    assert any(r["metric"] == "C chosen by CV" for r in summary_rows(rep.to_dict()))
+    export(rep, tmp_path / "out", textset=load_textset(_cfg(csv)))
+    again = rerun_export(tmp_path / "out")
+    assert again.tuning == t and again.metrics == rep.metrics
+
+
 def test_run__numeric_target_regresses_or_splits_at_median(tmp_path):
     csv = _csv(tmp_path / "reviews.csv")
     base = {"source": "tfidf", "target_col": "score", "kind": "numeric"}

@@ -176,3 +176,17 @@ def test_detection__directions_find_a_planted_concept():
         lo, hi = res.ci[m]
         assert lo <= res.auroc[m] <= hi
     assert res.info["sae-a"]["latent"] == 3
+
+
+def test_tune_C__picks_the_best_cv_score_on_the_same_folds_ties_to_smaller_C():
+    X, y = _toy(n=90, f=400, signal=1.5)  # one weak signal among 400 noise columns: the C matters
+    grid = [0.001, 0.1, 10.0]
+    t = classify.tune_C("logistic-l2", X, y, grid=grid, folds=3, seed=0)
+    direct = [classify.cross_validate("logistic-l2", X, y, folds=3, seed=0, C=c).mean for c in grid]
+    assert t.means == pytest.approx(direct) and t.best_C == grid[int(np.argmax(direct))]
+    assert len(set(np.round(t.means, 6))) == 3  # the grid really gives different scores here
+    easy, ye = _toy(n=60, f=3, signal=50.0)  # separable at every C: every score ties at 1.0
+    tie = classify.tune_C("logistic-l2", easy, ye, grid=[10.0, 0.01, 1.0], folds=3)
+    assert tie.means == [1.0, 1.0, 1.0] and tie.grid == [0.01, 1.0, 10.0] and tie.best_C == 0.01 and tie.at_edge
+    with pytest.raises(BadInputError, match="no C"):
+        classify.tune_C("random-forest", X, y)

@@ -19,7 +19,7 @@ for linear probes, `coef` [n_out, f] and `intercept` [n_out] in the *standardise
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,8 @@ import numpy as np
 from saelab.errors import BadInputError
 
 NUMERIC = ("ridge", "linear")
+TUNABLE = ("logistic-l2", "logistic-l1", "topk", "ridge")  # the classifiers that have a C
+C_GRID = (1e-5, 1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0)
 
 
 @dataclass
@@ -309,3 +311,56 @@ def cross_validate(
         if progress:
             progress(i + 1, len(pairs))
     return CVResult(folds, seed, "r2" if numeric else "macro_f1", scores, sizes, counts)
+
+
+@dataclass
+class CTuning:
+    """The choice of C by cross-validation on the training split (the test split is never seen)."""
+
+    grid: list[float]
+    means: list[float]  # mean CV score per C
+    stds: list[float]
+    best_C: float
+    metric: str
+    folds: int
+    seed: int
+    rule: str = (
+        "C* = argmax_C mean over k stratified folds of the validation score (macro-F1 or R²), ties to the smaller "
+        "C; the CV score at C* is optimistic (it chose C*), the test split is not used"
+    )
+
+    @property
+    def at_edge(self) -> bool:
+        """C* is the smallest or largest C tried (with more than one tried): the optimum may lie outside."""
+        return len(self.grid) > 1 and self.best_C in (self.grid[0], self.grid[-1])
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def tune_C(
+    name: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    grid: Sequence[float] = C_GRID,
+    folds: int = 5,
+    seed: int = 0,
+    k: int = 5,
+    progress: Callable[[int, int], None] | None = None,
+) -> CTuning:
+    """Cross-validate `name` at every C of `grid` (same folds for each) and pick the best mean score."""
+    if name not in TUNABLE:
+        raise BadInputError(f"{name} has no C to tune; tunable: {', '.join(TUNABLE)}.")
+    grid = sorted({float(c) for c in grid})
+    if not grid or min(grid) <= 0:
+        raise BadInputError("The C grid needs at least one positive value.")
+    means, stds = [], []
+    for i, C in enumerate(grid):
+        res = cross_validate(name, X, y, folds=folds, seed=seed, C=C, k=k)
+        means.append(res.mean)
+        stds.append(res.std)
+        if progress:
+            progress(i + 1, len(grid))
+    best = max(range(len(grid)), key=lambda i: (round(means[i], 9), -grid[i]))
+    return CTuning(grid, means, stds, grid[best], res.metric, folds, seed)

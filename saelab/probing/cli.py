@@ -60,6 +60,7 @@ def _config(args: argparse.Namespace):
         "sae_path": args.sae,
         "classifier": args.classifier,
         "C": args.C,
+        "tune_C": args.tune_C,
         "k": args.k,
         "cv_folds": args.folds,
         "n_boot": args.n_boot,
@@ -165,6 +166,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("probe")
     g.add_argument("--classifier", default="logistic-l2", choices=sorted(CLASSIFIERS))
     g.add_argument("-C", type=float, default=1.0, help="inverse regularisation strength")
+    g.add_argument(
+        "--tune-C", action="store_true", help="choose C from 1e-5…10 by CV on the training split (ignores -C)"
+    )
     g.add_argument("--k", type=int, default=5, help="features kept by the topk classifier")
     g.add_argument("--folds", type=int, default=5)
     g.add_argument("--n-boot", type=int, default=1000)

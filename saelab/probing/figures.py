@@ -48,6 +48,23 @@ def cv_folds(report: dict[str, Any]) -> go.Figure:
     return fig
 
 
+def c_tuning(report: dict[str, Any]) -> go.Figure | None:
+    """The cross-validated choice of C: mean CV score ± sd at each C, the chosen C marked."""
+    t = report.get("tuning")
+    if not t:
+        return None
+    fig = go.Figure(
+        go.Scatter(
+            x=t["grid"], y=t["means"], mode="lines+markers", error_y=dict(type="data", array=t["stds"]), name="CV"
+        )
+    )
+    fig.add_vline(x=t["best_C"], line_dash="dash", annotation_text=f"C* = {t['best_C']:g}")
+    fig.update_layout(title=f"Choice of C: {t['folds']}-fold CV on the training split", **_LAYOUT)
+    fig.update_xaxes(type="log", title="C (inverse regularisation)")
+    fig.update_yaxes(title=f"CV {t['metric']} (mean ± sd)")
+    return fig
+
+
 def sparse_curve(report: dict[str, Any]) -> go.Figure | None:
     """Sparse probing: test macro-F1 against k (features kept by class-mean spread)."""
     if not report["sparse"]:
@@ -157,7 +174,7 @@ def comparison(rows: list[dict[str, Any]], key: str = "macro_f1") -> go.Figure:
     return fig
 
 
-ALL = (confusion, cv_folds, sparse_curve, learning, layers, best_neuron, top_features, msp_hist, detection)
+ALL = (confusion, cv_folds, c_tuning, sparse_curve, learning, layers, best_neuron, top_features, msp_hist, detection)
 
 
 def all_figures(report: dict[str, Any]) -> list[go.Figure]:

@@ -45,6 +45,15 @@ def summary_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             "formula": "stratified k-fold on the training split",
         }
     )
+    if report.get("tuning"):
+        t = report["tuning"]
+        rows.append(
+            {
+                "metric": "C chosen by CV",
+                "test value [95 % CI]": f"C* = {t['best_C']:g} of {t['grid']} (CV {t['metric']} {max(t['means']):.3f})",
+                "formula": t["rule"],
+            }
+        )
     if report.get("msp_error"):
         e = report["msp_error"]
         rows.append(

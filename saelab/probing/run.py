@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -57,6 +57,8 @@ class ProbeConfig(DictConfig):
     # probe
     classifier: str = "logistic-l2"
     C: float = 1.0
+    tune_C: bool = False  # choose C from C_grid by cross-validation on the training split
+    C_grid: list[float] = field(default_factory=lambda: list(classify.C_GRID))
     k: int = 5
     sparse_ks: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50])
     cv_folds: int = 5
@@ -80,6 +82,9 @@ class ProbeConfig(DictConfig):
                 f"Unknown classifier {self.classifier!r}; choose one of {sorted(classify.CLASSIFIERS)}."
             )
         self.sparse_ks = [int(k) for k in self.sparse_ks]
+        self.C_grid = [float(c) for c in self.C_grid]
+        if self.tune_C and (not self.C_grid or min(self.C_grid) <= 0):
+            raise BadInputError("C_grid needs at least one positive value to tune C.")
         self.detection = list(self.detection)
 
     def source_params(self) -> Any:
@@ -127,6 +132,7 @@ class ProbeReport:
     timings: dict[str, float]
     notes: list[str]
     weights: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+    tuning: dict[str, Any] | None = None  # the cross-validated choice of C (classify.CTuning), when asked
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (weights excluded: they go to safetensors)."""
@@ -237,6 +243,7 @@ def run_probe(
     from saelab.probing.sources import extract_features
 
     say = progress or (lambda phase, done, total: None)
+    config = cfg.to_dict()  # as asked: with tune_C, re-running it repeats the same (seeded) choice of C
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     ts = textset if textset is not None else load_textset(cfg)
@@ -274,6 +281,22 @@ def run_probe(
     X_tr, X_te, y_tr, y_te = X[:n_tr], X[n_tr : len(texts)], y_used[:n_tr], y_used[n_tr:]
 
     t1 = time.perf_counter()
+    tuning = None
+    if cfg.tune_C and name not in classify.TUNABLE:
+        notes.append(f"{name} has no C: tuning skipped.")
+    elif cfg.tune_C:
+        say("tuning C", 0, len(cfg.C_grid))
+        found = classify.tune_C(
+            name, X_tr, y_tr, grid=cfg.C_grid, folds=cfg.cv_folds, seed=cfg.seed, k=cfg.k,
+            progress=lambda d, t: say("tuning C", d, t),
+        )  # fmt: skip
+        tuning = found.to_dict()
+        cfg = replace(cfg, C=found.best_C)  # every later fit (CV, sparse, learning curve, layers) uses C*
+        notes.append(
+            f"C = {found.best_C:g} chosen by {found.folds}-fold CV on the training split over {found.grid} "
+            f"(CV {found.metric} {max(found.means):.3f}); the test split was not used."
+            + (" C* is at the edge of the grid: a wider grid may do better." if found.at_edge else "")
+        )
     say("probe", 0, 1)
     probe = classify.fit_probe(name, X_tr, y_tr, C=cfg.C, k=cfg.k, seed=cfg.seed)
     from saelab.probing import evaluate
@@ -299,7 +322,7 @@ def run_probe(
     preds = evaluate.predictions(ts, te, y_te, ev, classes, task)
     timings["total_s"] = time.perf_counter() - t0
     return ProbeReport(
-        config=cfg.to_dict(),
+        config=config,
         data={
             **ts.to_dict(),
             "task": task,
@@ -335,6 +358,7 @@ def run_probe(
         timings={k: round(v, 3) for k, v in timings.items()},
         notes=notes,
         weights=evaluate.weights(probe, fs),
+        tuning=tuning,
     )
 
 
