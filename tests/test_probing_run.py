@@ -99,6 +99,10 @@ def test_run__tune_C_chooses_on_training_folds_and_the_export_repeats_it(tmp_pat
     assert rep.config["tune_C"] is True and rep.config["C"] == 1.0  # the config as asked; C* is in `tuning`
     assert any("chosen by 3-fold CV" in n for n in rep.notes)
     assert any(r["metric"] == "C chosen by CV" for r in summary_rows(rep.to_dict()))
+    assert all(0 <= r["cv_macro_f1"] <= 1 for r in rep.sparse)  # every sparse k is also scored on train folds
+    chosen = max(rep.sparse, key=lambda r: (r["cv_macro_f1"], -r["k"]))
+    row = next(r for r in summary_rows(rep.to_dict()) if r["metric"] == "Sparse probe, k chosen by CV")
+    assert f"k* = {chosen['k']}:" in row["test value [95 % CI]"]
     export(rep, tmp_path / "out", textset=load_textset(_cfg(csv)))
     again = rerun_export(tmp_path / "out")
     assert again.tuning == t and again.metrics == rep.metrics

@@ -76,8 +76,17 @@ def evaluate(cfg: Any, name: str, task: str, probe, X_tr, y_tr, X_te, y_te, say)
             sp = classify.fit_probe("topk", X_tr, y_tr, C=cfg.C, k=k, seed=seed)
             sp.info["n_classes"] = probe.info["n_classes"]
             m = metrics.classification_metrics(y_te, _proba(sp, X_te))
+            # the same k scored on the training folds (features re-selected inside each fold): lets k be chosen
+            # without looking at the test curve
+            cv_k = classify.cross_validate("topk", X_tr, y_tr, folds=cfg.cv_folds, seed=seed, C=cfg.C, k=k).mean
             sparse.append(
-                {"k": k, "macro_f1": m["macro_f1"], "accuracy": m["accuracy"], "features": sp.selected.tolist()}
+                {
+                    "k": k,
+                    "macro_f1": m["macro_f1"],
+                    "accuracy": m["accuracy"],
+                    "cv_macro_f1": cv_k,
+                    "features": sp.selected.tolist(),
+                }
             )
             say("sparse probing", i + 1, len(ks))
 
@@ -95,6 +104,14 @@ def evaluate(cfg: Any, name: str, task: str, probe, X_tr, y_tr, X_te, y_te, say)
         key = "r2" if task == "regression" else "macro_f1"
         learning = [{"n_train": p.n_train, key: p.score} for p in pts]
     return Evaluation(test, ci, cv, sparse, learning, msp, proba, pred)
+
+
+def sparse_choice(sparse: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The sparse probe whose k has the best mean CV macro-F1 on the training split (ties to the smaller k)."""
+    rows = [r for r in sparse if r.get("cv_macro_f1") is not None]
+    if not rows:
+        return None
+    return max(rows, key=lambda r: (round(r["cv_macro_f1"], 9), -r["k"]))
 
 
 def layer_curve(cfg, name, fs, n_tr, y_tr, y_te, task) -> list[dict[str, Any]]:

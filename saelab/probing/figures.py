@@ -10,6 +10,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from saelab.probing.evaluate import sparse_choice
 from saelab.ui.render import plotly_esc
 
 _LAYOUT = {"template": "plotly_white", "height": 340, "margin": {"l": 60, "r": 20, "t": 50, "b": 50}}
@@ -70,7 +71,12 @@ def sparse_curve(report: dict[str, Any]) -> go.Figure | None:
     if not report["sparse"]:
         return None
     ks = [r["k"] for r in report["sparse"]]
-    fig = go.Figure(go.Scatter(x=ks, y=[r["macro_f1"] for r in report["sparse"]], mode="lines+markers", name="top-k"))
+    fig = go.Figure(go.Scatter(x=ks, y=[r["macro_f1"] for r in report["sparse"]], mode="lines+markers", name="test"))
+    best = sparse_choice(report["sparse"])
+    if best is not None:
+        fig.add_scatter(x=ks, y=[r.get("cv_macro_f1") for r in report["sparse"]], mode="lines+markers",
+                        line_dash="dot", name="CV (train)")  # fmt: skip
+        fig.add_vline(x=best["k"], line_dash="dot", annotation_text=f"k* = {best['k']} (CV)")
     fig.add_hline(y=report["metrics"]["macro_f1"], line_dash="dash", annotation_text="all features")
     fig.update_layout(title="Sparse probing: test macro-F1 with the top-k features", **_LAYOUT)
     fig.update_xaxes(type="log", title="k", tickvals=ks, ticktext=[str(k) for k in ks])

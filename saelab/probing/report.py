@@ -14,6 +14,7 @@ from typing import Any
 
 from saelab.errors import BadInputError, CorruptFileError
 from saelab.probing import figures
+from saelab.probing.evaluate import sparse_choice
 from saelab.probing.run import ProbeConfig, ProbeReport, run_probe
 from saelab.reports import RESULT_FILE, HtmlReport, write_export
 from saelab.storage import read_json
@@ -45,6 +46,17 @@ def summary_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             "formula": "stratified k-fold on the training split",
         }
     )
+    best = sparse_choice(report.get("sparse") or [])
+    if best is not None:
+        rows.append(
+            {
+                "metric": "Sparse probe, k chosen by CV",
+                "test value [95 % CI]": f"k* = {best['k']}: test macro-F1 {best['macro_f1']:.3f} "
+                f"(CV {best['cv_macro_f1']:.3f})",
+                "formula": "k* = argmax_k mean CV macro-F1 on the training split (top-k features by class-mean "
+                "spread, re-selected in each fold), ties to the smaller k",
+            }
+        )
     if report.get("tuning"):
         t = report["tuning"]
         rows.append(

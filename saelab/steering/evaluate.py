@@ -282,16 +282,12 @@ def generate_rows(
     is a closure attached only inside `saelab.hooks.gate`.
     """
     from saelab.hooks import gate
-    from saelab.steering.generate import _kv_cache, _stop_ids
+    from saelab.steering.generate import kv_cache, left_pad, stop_ids
 
-    batch, width = len(prompts), max(len(r) for r in prompts)
+    batch = len(prompts)
     pad = int(handle.tokenizer.pad_token_id or 0)
-    tokens = torch.full((batch, width), pad, dtype=torch.long)
-    mask = torch.zeros((batch, width), dtype=torch.long)
-    for i, row in enumerate(prompts):
-        tokens[i, width - len(row) :] = torch.tensor(row)
-        mask[i, width - len(row) :] = 1
-    stops = _stop_ids(handle)
+    tokens, mask = left_pad(prompts, pad)
+    stops = stop_ids(handle)
     n_noise = max(noise_ids) + 1 if n_noise is None else n_noise  # the same draws in every chunk of a concept
     gen = torch.Generator().manual_seed(cfg.seed)
     noise_B = torch.tensor(noise_ids)
@@ -302,7 +298,7 @@ def generate_rows(
     out: list[list[int]] = [[] for _ in range(batch)]
     done = [False] * batch
     with gate(handle, [(hook, steer)]) as model, torch.inference_mode():
-        cache = _kv_cache(model, batch)
+        cache = kv_cache(model, batch)
         logits = model(tokens, attention_mask=mask, past_kv_cache=cache)
         for step in range(cfg.max_new_tokens):
             u_B = torch.rand(n_noise, generator=gen, dtype=torch.float64)[noise_B]

@@ -171,7 +171,8 @@ def prompt_ids(handle: ModelHandle, prompt: str, cfg: GenerationConfig) -> list[
     return [int(i) for i in ids]
 
 
-def _stop_ids(handle: ModelHandle) -> set[int]:
+def stop_ids(handle: ModelHandle) -> set[int]:
+    """Token ids that end a generation: the corpus separator and the tokenizer's end-of-sequence token."""
     from saelab.corpus import separator_id
 
     tok = handle.tokenizer
@@ -202,12 +203,24 @@ def _sample(logits_BV: torch.Tensor, cfg: GenerationConfig, gen: torch.Generator
     return order.gather(-1, idx).squeeze(-1)
 
 
-def _kv_cache(model, batch: int):
+def kv_cache(model, batch: int):
+    """An empty TransformerLens key-value cache for `batch` rows (either TransformerLens API)."""
     try:
         from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache as Cache
     except ImportError:  # older TransformerLens
         from transformer_lens.past_key_value_caching import HookedTransformerKeyValueCache as Cache
     return Cache.init_cache(model.cfg, model.cfg.device, batch)
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id rows → (tokens [B, W], attention mask [B, W]), right-aligned so every row's next token is last."""
+    width = max(len(r) for r in rows)
+    tokens = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        tokens[i, width - len(row) :] = torch.tensor(row)
+        mask[i, width - len(row) :] = 1
+    return tokens, mask
 
 
 def _run(
@@ -219,23 +232,19 @@ def _run(
     on_step: Callable[[list[list[int]], list[int]], None] | None,
 ) -> list[list[int]]:
     """Generate for every row of `ids` (token id lists); returns the new ids per row, end token excluded."""
-    batch, width = len(ids), max(len(r) for r in ids)
+    batch = len(ids)
     pad = int(handle.tokenizer.pad_token_id or 0)
-    tokens = torch.full((batch, width), pad, dtype=torch.long)
-    mask = torch.zeros((batch, width), dtype=torch.long)
-    for i, row in enumerate(ids):
-        tokens[i, width - len(row) :] = torch.tensor(row)
-        mask[i, width - len(row) :] = 1
+    tokens, mask = left_pad(ids, pad)
     device = handle.cfg.device
     tokens, mask = tokens.to(device), mask.to(device)
-    stops = _stop_ids(handle)
+    stops = stop_ids(handle)
     gen = torch.Generator().manual_seed(cfg.seed)
     phase = Phase()
     hooks = build_hooks(interventions, phase, loaded_sae)
     out: list[list[int]] = [[] for _ in range(batch)]
     done = [False] * batch
     with gate(handle, hooks) as model, torch.inference_mode():
-        cache = _kv_cache(model, batch)
+        cache = kv_cache(model, batch)
         logits = model(tokens, attention_mask=mask, past_kv_cache=cache)
         phase.generating = True
         for step in range(cfg.max_new_tokens):
