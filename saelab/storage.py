@@ -7,6 +7,7 @@ crash or a kill never leaves a half-written file where a good one was expected.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -80,6 +81,27 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def jsonable(obj: Any, *, max_array: int = 10_000) -> Any:
+    """`obj` as strict-JSON data, recursively: numpy scalars become Python numbers, NaN/inf become None,
+    arrays become lists (larger than `max_array` elements: "array[shape]"), tuples lists, other objects
+    their repr."""
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v, max_array=max_array) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v, max_array=max_array) for v in obj]
+    import numpy as np
+
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist(), max_array=max_array) if obj.size <= max_array else f"array{list(obj.shape)}"
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    return repr(obj)
 
 
 def write_json(path: str | Path, obj: Any) -> None:

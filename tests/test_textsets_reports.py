@@ -11,7 +11,7 @@ import pytest
 
 from saelab.errors import BadInputError
 from saelab.reports import HtmlReport, write_export
-from saelab.storage import load_tensors
+from saelab.storage import jsonable, load_tensors
 from saelab.textsets import csv_columns, from_builtin, from_csv, split
 
 
@@ -106,3 +106,11 @@ def test_embed_texts__unit_norm_and_meaningful():
     assert e[0] @ e[1] > e[0] @ e[2] + 0.3
     with pytest.raises(BadInputError, match="empty"):
         embed_texts(["fine", "  "])
+
+
+def test_jsonable__numpy_nan_and_arrays_become_strict_json():
+    data = {1: (np.float32(0.5), float("nan"), np.int64(3)), "a": np.arange(3), "big": np.zeros((200, 100))}
+    out = jsonable({**data, "obj": object, "ok": [None, True, "x", -float("inf")]}, max_array=1_000)
+    assert out["1"] == [0.5, None, 3] and out["a"] == [0, 1, 2] and out["big"] == "array[200, 100]"
+    assert out["obj"] == repr(object) and out["ok"] == [None, True, "x", None]
+    json.dumps(out, allow_nan=False)  # strict JSON: no NaN, no numpy types

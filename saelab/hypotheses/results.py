@@ -6,7 +6,6 @@ the figures and the exports read the same object.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -155,16 +154,3 @@ def _stats_fields(st: HypothesisStats) -> dict[str, Any]:
         "ci_high": st.separation_ci[1],
         "n_true": st.n_true,
     }
-
-
-def jsonable(obj: Any) -> Any:
-    """Replace NaN/inf by None and numpy scalars by Python ones, recursively (for strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj

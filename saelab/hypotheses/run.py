@@ -24,11 +24,12 @@ from saelab.features.llm import EndpointError
 from saelab.hypotheses.baseline import bag_of_words, examples_for
 from saelab.hypotheses.embed import EmbedSpec, embed
 from saelab.hypotheses.interpret import Interpretation, KeywordRule, interpret_keywords, term_matrix
-from saelab.hypotheses.results import PROXY_NOTE, MethodResult, build_method, jsonable
+from saelab.hypotheses.results import PROXY_NOTE, MethodResult, build_method
 from saelab.hypotheses.sae import min_train_texts, train_embedding_sae
 from saelab.hypotheses.select import select_features
 from saelab.hypotheses.target import prepare
 from saelab.hypotheses.validate import FORMULAS, validate
+from saelab.storage import jsonable
 from saelab.textsets import TextSet, split
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,6 @@ and — for uploaded CSVs — `data.csv` with the exact texts and labels, so the
 from __future__ import annotations
 
 import html as html_lib
-import math
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from saelab.probing import figures
 from saelab.probing.evaluate import sparse_choice
 from saelab.probing.run import ProbeConfig, ProbeReport, run_probe
 from saelab.reports import RESULT_FILE, HtmlReport, write_export
-from saelab.storage import read_json
+from saelab.storage import jsonable, read_json
 
 FORMAT = "saelab.probe"
 VERSION = 1
@@ -159,20 +158,9 @@ def _json(obj: Any) -> str:
     return json.dumps(obj, indent=1, ensure_ascii=False)
 
 
-def _finite(obj: Any) -> Any:
-    """NaN/inf → None (JSON has no NaN: e.g. MSP error-detection AUROC is undefined when the probe makes no error)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def result_data(report: ProbeReport) -> dict[str, Any]:
     """result.json's content: format tag, then the report (undefined numbers as null)."""
-    return _finite({"format": FORMAT, "version": VERSION, **report.to_dict()})
+    return jsonable({"format": FORMAT, "version": VERSION, **report.to_dict()})
 
 
 def export(report: ProbeReport, folder: str | Path, *, textset: Any = None) -> dict[str, Path]:

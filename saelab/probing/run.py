@@ -18,6 +18,7 @@ import numpy as np
 from saelab.configs import DictConfig
 from saelab.errors import BadInputError
 from saelab.probing import classify, metrics
+from saelab.storage import jsonable
 
 log = logging.getLogger(__name__)
 
@@ -335,10 +336,10 @@ def run_probe(
         },
         features={
             "source": fs.source,
-            "params": _jsonable(fs.params if isinstance(fs.params, dict) else getattr(fs.params, "__dict__", {})),
+            "params": jsonable(fs.params if isinstance(fs.params, dict) else getattr(fs.params, "__dict__", {})),
             "n_features": int(X.shape[1]),
             "latent_ids": fs.latent_ids is not None,
-            "extra": _jsonable({k: v for k, v in fs.extra.items() if k not in ("layers", "notes")}),
+            "extra": jsonable({k: v for k, v in fs.extra.items() if k not in ("layers", "notes")}),
         },
         task=task,
         classifier=name,
@@ -375,18 +376,3 @@ def _counts(y: np.ndarray, classes: list[str] | None) -> dict[str, int]:
         return {}
     vals, cnt = np.unique(y, return_counts=True)
     return {classes[int(v)]: int(c) for v, c in zip(vals, cnt, strict=True)}
-
-
-def _jsonable(obj: Any) -> Any:
-    """Numbers, strings, lists and dicts only; arrays become lists, anything else its repr."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist() if obj.size <= 10_000 else f"array{list(obj.shape)}"
-    if isinstance(obj, (np.integer, np.floating)):
-        return obj.item()
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return obj
-    return repr(obj)
