@@ -145,7 +145,7 @@ def rank_toxic_latents(handle, loaded, texts: list[str], y: np.ndarray, k: int) 
     """Latents ranked by AUROC(offensive vs clean) of their per-text max activation (see the module docstring)."""
     import torch
 
-    from saelab.steering.evaluate import auroc_per_column
+    from saelab.steering.eval_directions import auroc_per_column
     from saelab.steering.sources import text_token_acts
 
     sae = loaded.sae

@@ -27,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 from saelab.configs import DictConfig
@@ -42,6 +41,7 @@ from saelab.steering.concepts import (
     get_instructions,
     split_instructions,
 )
+from saelab.steering.eval_directions import METHOD_BUILDERS, ConceptActs, auroc_per_column, pick_sae_latent
 from saelab.steering.eval_stats import paired_tests, summarise
 from saelab.steering.judges import SCORE_FORMULA, EndpointJudge, ProxyJudge
 
@@ -174,83 +174,6 @@ class EvalResult:
         write_json(path, self.to_dict())
 
 
-# ---------------------------------------------------------------- directions per method
-
-
-@dataclass
-class _ConceptActs:
-    data: ConceptData
-    hook: str
-    pos: list[torch.Tensor]  # per text [n_tokens, d]
-    neg: list[torch.Tensor]
-
-
-def auroc_per_column(pos_NL: np.ndarray, neg_ML: np.ndarray) -> np.ndarray:
-    """AUROC of every column separating rows of `pos` from rows of `neg` (Mann–Whitney, ties averaged)."""
-    from scipy.stats import rankdata
-
-    n, m = len(pos_NL), len(neg_ML)
-    ranks = rankdata(np.concatenate([pos_NL, neg_ML]), axis=0)
-    return (ranks[:n].sum(0) - n * (n + 1) / 2) / (n * m)
-
-
-def pick_sae_latent(loaded, pos: list[torch.Tensor], neg: list[torch.Tensor]) -> tuple[int, float]:
-    """The latent whose per-text max activation best separates positive from negative texts (AUROC)."""
-    sae = loaded.sae
-
-    def pooled(texts: list[torch.Tensor]) -> np.ndarray:
-        with torch.no_grad():
-            return np.stack([sae.encode(a.to(dtype=sae.dtype)).max(0).values.float().numpy() for a in texts])
-
-    auc = auroc_per_column(pooled(pos), pooled(neg))
-    best = int(np.argmax(auc))
-    return best, float(auc[best])
-
-
-def _sae_direction(handle, loaded, acts: _ConceptActs, method: str, seed: int):
-    from saelab.steering.sources import sae_latent_direction
-
-    if loaded is None:
-        raise BadInputError("The 'sae' method needs an SAE; load one or drop the method.")
-    latent, auc = pick_sae_latent(loaded, acts.pos, acts.neg)
-    d = sae_latent_direction(loaded, latent, handle=handle, texts=acts.data.train_pos)
-    d.meta.update({"train_auroc": auc, "choice": "best AUROC (max over tokens per text) on the training texts"})
-    return d
-
-
-def _text_method_direction(handle, loaded, acts: _ConceptActs, method: str, seed: int):
-    from saelab.directions import METHOD_FORMULAS, compute_direction
-    from saelab.steering.sources import Direction
-
-    pos, neg = torch.cat(acts.pos), torch.cat(acts.neg)
-    w = compute_direction(method, pos, neg, seed)
-    return Direction(
-        name=f"{method}: {acts.data.concept.name}",
-        source="text",
-        hook=acts.hook,
-        vector=w,
-        max_act=float((pos @ w).max()),
-        meta={
-            "method": method,
-            "formula": METHOD_FORMULAS[method],
-            "max_act_formula": "max over positive training tokens of h·w",
-            "n_pos_tokens": int(len(pos)),
-            "n_neg_tokens": int(len(neg)),
-            "train_auroc": float(auroc_per_column(_maxdot(acts.pos, w), _maxdot(acts.neg, w))[0]),
-        },
-    )
-
-
-def _maxdot(texts: list[torch.Tensor], w: torch.Tensor) -> np.ndarray:
-    return np.array([[float((a @ w).max())] for a in texts])
-
-
-METHOD_BUILDERS: dict[str, Callable[..., Any]] = {
-    "sae": _sae_direction,
-    **{m: _text_method_direction for m in ("diffmean", "probe", "pca", "lat")},
-}
-
-
 # ---------------------------------------------------------------- the protocol
 
 
@@ -373,7 +296,7 @@ def run_eval(handle, loaded_sae, cfg: EvalConfig, *, progress: Progress | None =
             plan += [("prompting", None, i, prompt_ids(handle, t, sys_cfg), zero) for i, t in pairs]
         steer = [m for m in cfg.methods if m in STEER_METHODS]
         if steer:
-            acts = _ConceptActs(
+            acts = ConceptActs(
                 data,
                 hook,
                 text_token_acts(handle, data.train_pos, hook, max_tokens=cfg.max_text_tokens),
