@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from streamlit.testing.v1 import AppTest
 
 from saelab.sae import SaeKnobs, SaeMeta, get_architecture, save_sae
 from saelab.storage import DASHBOARD_DIR, save_tensors, write_json
@@ -21,6 +22,30 @@ HOOK = "blocks.0.hook_resid_post"  # the tiny model's first residual stream (d_m
 D_IN = 64
 D_SAE = 32
 XSS = "<script>alert(1)</script>"
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+def tiny_app(monkeypatch, feature_root: Path | None = None, timeout: int = 120) -> AppTest:
+    """app.py under AppTest on the tiny model, reading SAEs from `feature_root` when given."""
+    if feature_root is not None:
+        monkeypatch.setenv("SAELAB_FEATURES", str(feature_root))
+    monkeypatch.setenv("SAELAB_MODEL", "tiny")
+    return AppTest.from_file(APP, default_timeout=timeout)
+
+
+def open_page(at: AppTest, page: str, **query: str) -> AppTest:
+    """Run `page` (with `?key=value` query parameters) in `at`; it must raise nothing."""
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.switch_page(page)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def page_html(at: AppTest) -> str:
+    """Every st.html body the last run drew, concatenated."""
+    return "".join(h.proto.body for h in at.get("html"))
 
 
 def build_tiny_sae(folder: Path, seed: int = 0) -> Path:

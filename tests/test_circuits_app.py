@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from saelab.cli import main
-
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+from tests.fixtures_ui import open_page, tiny_app
 
 
 @pytest.fixture
 def app(feature_root, monkeypatch):
-    monkeypatch.setenv("SAELAB_FEATURES", str(feature_root))
-    monkeypatch.setenv("SAELAB_MODEL", "tiny")
-    at = AppTest.from_file(APP, default_timeout=180)
-    at.switch_page("pages/circuits.py")
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_page(tiny_app(monkeypatch, feature_root, timeout=180), "pages/circuits.py")
 
 
 def test_circuits_page__checks_the_task_runs_and_offers_exports(app):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,9 +17,9 @@ from saelab.hypotheses import HypothesisConfig, run_hypotheses
 from saelab.hypotheses.export import export_bytes, export_result
 from saelab.hypotheses.figures import effect_sizes
 from saelab.textsets import TextSet
+from tests.fixtures_ui import XSS, open_page, page_html, tiny_app
 from tests.test_hypotheses import _planted_texts
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 FAST = {"n_hypotheses": 5, "epochs": 20}
 
 
@@ -154,13 +153,7 @@ def test_cli__runs_on_a_small_builtin_subset(tmp_path, capsys):
 
 
 def test_page__runs_and_shows_table_plot_and_downloads(monkeypatch):
-    from streamlit.testing.v1 import AppTest
-
-    monkeypatch.setenv("SAELAB_MODEL", "tiny")
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.switch_page("pages/hypotheses.py")
-    at.run()
-    assert not at.exception, at.exception
+    at = open_page(tiny_app(monkeypatch), "pages/hypotheses.py")
     at.number_input(key="hyp_max_texts").set_value(250)
     at.number_input(key="hyp_n").set_value(5)
     at.number_input(key="hyp_epochs").set_value(10)
@@ -190,10 +183,6 @@ def test_page__csv_upload_bad_columns_and_bytes_are_messages_then_it_runs(monkey
     import csv
     import io
 
-    from streamlit.testing.v1 import AppTest
-
-    from tests.fixtures_ui import XSS
-
     texts, pizza = _planted_texts(260)
     buf = io.StringIO()
     writer = csv.writer(buf)
@@ -202,10 +191,7 @@ def test_page__csv_upload_bad_columns_and_bytes_are_messages_then_it_runs(monkey
         writer.writerow([f"{t} {XSS}" if i % 7 == 0 else t, f"free note {i}", 4 + int(p) if i % 3 else 1 + int(p)])
     data = buf.getvalue().encode() + b"Review 999: caf\xe9 latte was fine.,free note 999,3\n"  # one Latin-1 byte
 
-    monkeypatch.setenv("SAELAB_MODEL", "tiny")
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.switch_page("pages/hypotheses.py")
-    at.run()
+    at = open_page(tiny_app(monkeypatch), "pages/hypotheses.py")
     at.radio(key="hyp_source").set_value("Upload a CSV").run()
     assert at.button(key="hyp_run").disabled  # nothing to run on yet
     at.file_uploader(key="hyp_upload").set_value(("reviews.csv", data, "text/csv"))
@@ -224,4 +210,4 @@ def test_page__csv_upload_bad_columns_and_bytes_are_messages_then_it_runs(monkey
     at.button(key="hyp_run").click().run()
     assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
     assert len(at.dataframe) == 2 and any("significant" in m.label for m in at.metric)
-    assert "<script" not in "".join(h.proto.body for h in at.get("html")).lower()  # texts are escaped
+    assert "<script" not in page_html(at).lower()  # texts are escaped

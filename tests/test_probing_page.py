@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.fixtures_ui import XSS
+from tests.fixtures_ui import XSS, open_page, page_html, tiny_app
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGE = "pages/probing.py"
 
 
 @pytest.fixture
 def at(feature_root, monkeypatch):
-    monkeypatch.setenv("SAELAB_FEATURES", str(feature_root))
-    monkeypatch.setenv("SAELAB_MODEL", "tiny")
-    app = AppTest.from_file(APP, default_timeout=180)
-    app.switch_page(PAGE)
-    app.run()
-    assert not app.exception, app.exception
-    return app
+    return open_page(tiny_app(monkeypatch, feature_root, timeout=180), PAGE)
 
 
 def _small(at: AppTest) -> None:
@@ -29,10 +20,6 @@ def _small(at: AppTest) -> None:
     at.number_input(key="probe_ntest").set_value(30)
     at.number_input(key="probe_folds").set_value(3)
     at.checkbox(key="probe_lc").uncheck()
-
-
-def _html(at: AppTest) -> str:
-    return "".join(h.proto.body for h in at.get("html"))
 
 
 def test_probing_page__sae_probe_on_builtin_task_shows_metrics_latents_and_exports(at):
@@ -46,7 +33,7 @@ def test_probing_page__sae_probe_on_builtin_task_shows_metrics_latents_and_expor
     labels = [m.label for m in at.metric]
     assert "Test macro_f1" in labels and "95 % CI" in labels
     assert len(at.get("plotly_chart")) >= 3
-    html = _html(at)
+    html = page_html(at)
     assert 'href="explorer?latent=' in html  # top latents link into the Feature Explorer
     assert "saelab-tok" in html  # per-example token highlights
     assert "<script" not in html.lower()  # labels and texts are escaped (latent 3's label holds a script tag)
@@ -67,7 +54,7 @@ def test_probing_page__uploaded_csv_with_bad_columns_shows_message_then_runs(at)
     at.selectbox(key="probe_pair_b").set_value("notes")
     at.button(key="probe_pairs_run").click().run()  # paired contrast over two text columns
     assert not at.exception, at.exception
-    assert 'href="explorer?latent=' in _html(at)
+    assert 'href="explorer?latent=' in page_html(at)
     at.selectbox(key="probe_source").set_value("tfidf")
     _small(at)
     assert at.checkbox(key="probe_tune").value  # on by default
@@ -76,7 +63,7 @@ def test_probing_page__uploaded_csv_with_bad_columns_shows_message_then_runs(at)
     assert not at.error, [e.value for e in at.error]
     assert any(m.label == "Test macro_f1" for m in at.metric)
     assert any("chosen by 3-fold CV" in w.value for w in at.warning)  # C came from the training folds
-    assert "<script" not in _html(at).lower()
+    assert "<script" not in page_html(at).lower()
 
 
 def test_probing_page__one_class_upload_is_a_message(at):

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+from tests.fixtures_ui import open_page, tiny_app
 
 
 @pytest.fixture
 def page(feature_root, monkeypatch):
-    monkeypatch.setenv("SAELAB_FEATURES", str(feature_root))
-    monkeypatch.setenv("SAELAB_MODEL", "tiny")
-    at = AppTest.from_file(APP, default_timeout=180)
-    at.switch_page("pages/steering_eval.py")
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_page(tiny_app(monkeypatch, feature_root, timeout=180), "pages/steering_eval.py")
 
 
 def _set_tiny_sizes(at: AppTest) -> None:

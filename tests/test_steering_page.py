@@ -3,33 +3,22 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+from tests.fixtures_ui import APP, open_page, page_html, tiny_app
+
 PAGE = "pages/steering.py"
 
 
 @pytest.fixture
 def app(feature_root, monkeypatch):
-    monkeypatch.setenv("SAELAB_FEATURES", str(feature_root))
-    monkeypatch.setenv("SAELAB_MODEL", "tiny")
-    return AppTest.from_file(APP, default_timeout=120)
+    return tiny_app(monkeypatch, feature_root)
 
 
 def _open(at: AppTest, **query: str) -> AppTest:
-    for key, value in query.items():
-        at.query_params[key] = value
-    at.switch_page(PAGE)
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def _html(at: AppTest) -> str:
-    return "".join(h.proto.body for h in at.get("html"))
+    return open_page(at, PAGE, **query)
 
 
 def _widget(at: AppTest, kind: str, key: str):
@@ -45,7 +34,7 @@ def _generate(at: AppTest, new_tokens: int = 6) -> AppTest:
 
 def test_steering_page__latent_from_url_is_preselected(app):
     at = _open(app, latent="3")
-    assert "Latent 3" in _html(at)
+    assert "Latent 3" in page_html(at)
     assert _widget(at, "number_input", "steer_latent").value == 3
     assert not at.error, [e.value for e in at.error]
 
@@ -53,7 +42,7 @@ def test_steering_page__latent_from_url_is_preselected(app):
 def test_steering_page__generate_shows_both_texts_with_the_latent_highlighted(app):
     at = _generate(_open(app, latent="5"))
     assert not at.error, [e.value for e in at.error]
-    assert _html(at).count("saelab-tok") > 2, "the generated tokens are shaded by latent 5's activation"
+    assert page_html(at).count("saelab-tok") > 2, "the generated tokens are shaded by latent 5's activation"
     assert any("Latent 5 activation" in c.value for c in at.caption)
     assert any("add SAE latent 5" in c.value for c in at.caption)
     assert at.get("download_button"), "the run can be saved as a preset"
