@@ -104,10 +104,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
     from saelab.corpus import CorpusConfig, build_corpus
     from saelab.models import load_model
+    from saelab.progress import terminal_bar
     from saelab.sae.evaluate import evaluate_sae
     from saelab.sae.files import load_sae as _load
     from saelab.sae.files import read_meta
@@ -119,15 +118,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     corpus = build_corpus(
         handle.tokenizer, CorpusConfig(seq_len=args.seq_len, n_tokens=args.tokens, seed=args.seed, split="heldout")
     )
-    bar = tqdm(desc="Evaluating SAE", unit="pass")
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    result = evaluate_sae(handle, loaded.sae, loaded.hook, corpus.tokens, batch_size=args.batch_size, progress=progress)
-    bar.close()
+    with terminal_bar("Evaluating SAE", "pass") as progress:
+        result = evaluate_sae(
+            handle, loaded.sae, loaded.hook, corpus.tokens, batch_size=args.batch_size, progress=progress
+        )
     result.notes.append(f"held-out corpus: {json.dumps(corpus.provenance())}")
     out = Path(args.out) if args.out else Path(args.sae) / EVAL_FILE
     result.save(out)

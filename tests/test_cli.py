@@ -121,3 +121,13 @@ def test_cli__llm_labels_unreachable_endpoint_fails_fast_and_writes_nothing(tmp_
     err = capsys.readouterr().err
     assert "Cannot reach" in err and "Nothing was written" in err
     assert list(sae.iterdir()) == []
+
+
+def test_terminal_bar__follows_the_callback_and_closes(capsys):
+    from saelab.progress import terminal_bar
+
+    with terminal_bar("job", "step") as progress:
+        progress(0, 4)
+        progress(3, 4)
+    err = capsys.readouterr().err
+    assert "job" in err and "3/4" in err

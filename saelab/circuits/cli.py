@@ -12,11 +12,10 @@ import argparse
 from pathlib import Path
 
 from saelab.errors import BadInputError
+from saelab.progress import terminal_bar
 
 
 def cmd_circuits(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
     from saelab.circuits.export import export_result, summary_rows
     from saelab.circuits.run import CircuitConfig, check_task, run_circuits
     from saelab.circuits.tasks import builtin_task, pairs_from_csv
@@ -40,15 +39,8 @@ def cmd_circuits(args: argparse.Namespace) -> int:
     if check.accuracy < cfg.min_accuracy and not args.force:
         raise BadInputError(f"The model solves only {check.accuracy:.0%} of the clean prompts; its circuit for this "
                             "task is not meaningful. Fix the prompts, or pass --force to run anyway.")  # fmt: skip
-    bar = tqdm(total=1000, desc="Circuits", unit="‰")
-
-    def progress(done: int, total: int) -> None:
-        bar.update(done - bar.n)
-
-    try:
+    with terminal_bar("Circuits", "‰") as progress:
         result = run_circuits(handle, cfg, task=task, progress=progress)
-    finally:
-        bar.close()
     out = Path(args.out or f"runs/circuits-{task.name}")
     written = export_result(result, out)
     for note in result.notes:

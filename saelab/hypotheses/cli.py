@@ -13,13 +13,12 @@ import os
 from pathlib import Path
 
 from saelab.errors import BadInputError
+from saelab.progress import terminal_bar
 
 log = logging.getLogger(__name__)
 
 
 def cmd_hypotheses(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
     from saelab.hypotheses.export import export_result
     from saelab.hypotheses.run import HypothesisConfig, run_hypotheses
     from saelab.textsets import from_builtin, from_csv
@@ -46,15 +45,8 @@ def cmd_hypotheses(args: argparse.Namespace) -> int:
 
         key = os.environ.get(args.llm_key_env) if args.llm_key_env else None
         endpoint = LLMEndpoint(args.llm_url, args.llm_model or "default", api_key=key, timeout=args.llm_timeout)
-    bar = tqdm(total=100, desc="Hypotheses", unit="%")
-
-    def progress(done: int, total: int) -> None:
-        bar.update(done - bar.n)
-
-    try:
+    with terminal_bar("Hypotheses", "%") as progress:
         result = run_hypotheses(cfg, textset, progress=progress, endpoint=endpoint)
-    finally:
-        bar.close()
     out = Path(args.out or f"runs/hypotheses-{name}")
     written = export_result(result, out)
     for note in result.notes:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from saelab.errors import BadInputError
+from saelab.progress import terminal_bar
 
 
 def _floats(text: str) -> list[float]:
@@ -23,19 +24,6 @@ def _floats(text: str) -> list[float]:
 
 def _names(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
-
-
-def _progress_bar(desc: str):
-    from tqdm.auto import tqdm
-
-    bar = tqdm(desc=desc, unit="batch")
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    return bar, progress
 
 
 def _load(args):
@@ -72,10 +60,9 @@ def cmd_steer_eval(args: argparse.Namespace) -> int:
         endpoint_model=args.judge_model,
     )
     handle, loaded = _load(args)
-    bar, progress = _progress_bar("steer-eval")
     t0 = time.process_time()
-    result = run_eval(handle, loaded, cfg, progress=progress)
-    bar.close()
+    with terminal_bar("steer-eval", "batch") as progress:
+        result = run_eval(handle, loaded, cfg, progress=progress)
     result.notes.append(f"CPU time of the run: {time.process_time() - t0:.0f} s (process time, all threads)")
     out = Path(args.out)
     result.save(out)
@@ -112,10 +99,9 @@ def cmd_detox(args: argparse.Namespace) -> int:
     handle, loaded = _load(args)
     if loaded is None:
         raise BadInputError("Detox tiers steer SAE latents: pass --sae (the default model uses the shipped SAE).")
-    bar, progress = _progress_bar("detox")
     t0 = time.process_time()
-    result = run_detox(handle, loaded, cfg, progress=progress)
-    bar.close()
+    with terminal_bar("detox", "batch") as progress:
+        result = run_detox(handle, loaded, cfg, progress=progress)
     result.notes.append(f"CPU time of the run: {time.process_time() - t0:.0f} s (process time, all threads)")
     out = Path(args.out)
     result.save(out)
