@@ -86,6 +86,29 @@ SWITCH_TIMER = """() => {
 }"""
 
 
+def time_generate_clicks(page, url: str, n: int) -> list[float]:
+    """Seconds from a Generate click (64 new tokens) to an idle page, `n` times with a new seed each."""
+    if n <= 0:
+        return []
+    page.goto(f"{url}/steering?latent=0", wait_until="domcontentloaded")
+    page.get_by_role("button", name="Generate").wait_for(timeout=120_000)
+    wait_idle(page)
+    page.get_by_label("New tokens").fill("64")
+    page.get_by_label("New tokens").press("Enter")
+    wait_idle(page)
+    out = []
+    for i in range(n):
+        page.get_by_label("Seed").fill(str(i + 1))
+        page.get_by_label("Seed").press("Enter")
+        wait_idle(page)
+        t0 = time.perf_counter()
+        page.get_by_role("button", name="Generate").click()
+        page.wait_for_selector('[data-testid="stStatusWidget"]', state="attached", timeout=10_000)
+        wait_idle(page, timeout_ms=120_000)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
 def p95(xs: list[float]) -> float:
     xs = sorted(xs)
     return xs[int(0.95 * (len(xs) - 1))]
@@ -99,6 +122,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--switches", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--generates", type=int, default=5, help="Generate clicks timed on the steering page")
     a = ap.parse_args()
 
     store = DashboardStore(DEFAULT)
@@ -156,6 +180,7 @@ def main() -> None:
             page.goto(f"{url}/prompt_view", wait_until="domcontentloaded")
             page.locator(".saelab-tok").first.wait_for(timeout=120_000)
             wait_idle(page)
+            generate_s = time_generate_clicks(page, url, a.generates)
             rss = rss_mb(proc.pid)
             browser.close()
     finally:
@@ -172,6 +197,8 @@ def main() -> None:
         "feature_switch_playwright_round_trip_p50_ms": 1000 * statistics.median(round_trip),
         "feature_switch_playwright_round_trip_p95_ms": 1000 * p95(round_trip),
         "model_ready_s": model_ready_s,
+        "generate_click_64_tokens_p50_s": statistics.median(generate_s) if generate_s else None,
+        "generate_click_64_tokens_all_s": [round(x, 3) for x in generate_s],
         "backend_latent_read_p95_ms": 1000 * p95(backend),
         "server_rss_mb": rss,
         "dashboard_build_s": build_s,
@@ -183,10 +210,14 @@ def main() -> None:
         "rss_over_2gb_target": rss / 2048,
         "dashboard_build_over_10min_target": build_s / 600,
     }
+    if generate_s:
+        ratios["generate_click_p50_over_5s_target"] = statistics.median(generate_s) / 5
     notes = [
         "switch time: timed inside the page from the Enter keydown to the first animation frame after the new "
         "latent's heading is drawn (visible) and after Streamlit is idle with no stale element (headline)",
         "playwright round trip: the same switch seen from the test driver, polling every 100 ms (up to 100 ms late)",
+        "generate click: steering page on latent 0, 64 new tokens, a new seed per click; from the click to Streamlit "
+        "idle (unsteered and steered text streamed, then the latent's activations read back), polled every 100 ms",
         "the server freezes the loaded model's objects out of the cyclic GC (saelab/ui/state.py); before that, "
         "Streamlit's full collection after each script run stalled a switch by ~270 ms",
     ]

@@ -6,6 +6,10 @@ Measured in one run on this machine:
     (attention scores are left out, so the roofline is slightly optimistic for us)
   * plain path: `model.run_with_cache(tokens, names_filter=hook)` in fp32, full depth, as a user would
   * saelab path: `saelab.activations.harvest` (bf16 compute, stop after layer L, fp16 shards on disk)
+  * the peer: plain `transformers` (`LlamaModel` of the same GGUF, its layers cut to the first L) forward on the
+    same batch, in bf16 (the harvest's compute dtype) and in fp32; `harvest_over_transformers_bf16` is the bar
+    (issue 12: ≥ 1.0). The transformers side computes no hooks and writes nothing, so the ratio charges our
+    hooks, caching and shard writing against us.
 Writes bench/results/harvest.json.
 """
 
@@ -29,6 +33,29 @@ def flops_per_token(cfg, n_layers: int) -> float:
     attn = d * dh * h * 2 + d * dh * kv * 2  # W_Q, W_O + W_K, W_V
     mlp = 3 * d * cfg.d_mlp  # gated: gate, up, down
     return 2.0 * (attn + mlp) * n_layers
+
+
+def transformers_tokens_per_s(batch: torch.Tensor, depth: int) -> dict[str, float]:
+    """Plain `transformers` forward of `batch` through the first `depth` layers, bf16 and fp32 (best of 2)."""
+    from transformers import AutoModelForCausalLM
+
+    from saelab.models.loading import smollm2_gguf_path
+
+    path = smollm2_gguf_path()
+    out = {}
+    for dtype in (torch.bfloat16, torch.float32):
+        hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype).eval()
+        base = hf.model
+        base.layers = base.layers[:depth]
+        base.config.num_hidden_layers = depth
+
+        def fwd(base=base) -> None:
+            with torch.inference_mode():
+                base(batch, use_cache=False)
+
+        out[str(dtype).removeprefix("torch.")] = batch.numel() / best_time(fwd, repeats=2)
+        del hf, base
+    return out
 
 
 def main() -> None:
@@ -61,6 +88,8 @@ def main() -> None:
     plain_s = best_time(plain, repeats=2)
     plain_tps = batch.numel() / plain_s
 
+    hf_tps = transformers_tokens_per_s(batch, depth)
+
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         res = harvest(handle, corpus, HarvestConfig(hooks=[args.hook], batch_size=args.batch_size), tmp)
@@ -77,9 +106,14 @@ def main() -> None:
         "saelab_harvest_forward_tokens_per_s": ours_tps,
         "saelab_harvest_stored_tokens_per_s": res.tokens_per_second,
         "saelab_harvest_wall_s": wall,
+        "transformers_bf16_forward_tokens_per_s": hf_tps["bfloat16"],
+        "transformers_fp32_forward_tokens_per_s": hf_tps["float32"],
         "tokens": n_tok,
     }
     ratios = {
+        "harvest_over_transformers_bf16": ours_tps / hf_tps["bfloat16"],
+        "harvest_over_transformers_fp32": ours_tps / hf_tps["float32"],
+        "transformers_bf16_over_bf16_roofline": hf_tps["bfloat16"] / roof_bf16,
         "harvest_over_bf16_roofline": ours_tps / roof_bf16,
         "harvest_over_plain_tl_fp32": ours_tps / plain_tps,
         "plain_tl_fp32_over_fp32_roofline": plain_tps / roof_fp32,

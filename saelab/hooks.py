@@ -22,23 +22,33 @@ from saelab.models.handle import ModelHandle
 HookFn = Callable[..., torch.Tensor | None]
 
 
-class _StopForward(Exception):
-    """Raised from a hook to end a forward pass early once everything wanted is cached."""
+def _stray(model: HookedTransformer) -> bool:
+    """Any non-permanent hook attached anywhere (a crashed caller's leftovers)? A scan of lists, ~0.1 ms."""
+    return any(not h.is_permanent for hp in model.hook_dict.values() for h in (*hp.fwd_hooks, *hp.bwd_hooks))
 
 
 @contextmanager
 def gate(handle: ModelHandle, fwd_hooks: Sequence[tuple[str, HookFn]] = ()) -> Iterator[HookedTransformer]:
-    """Hold the model's lock with `fwd_hooks` attached; yields the model for any number of forwards."""
+    """Hold the model's lock with `fwd_hooks` attached; yields the model for any number of forwards.
+
+    Cheap enough to take per decode step: TransformerLens's `reset_hooks` walks all ~800 hook points
+    (11 ms on the default model, twice per call), so the gate only resets when a scan finds a stray hook
+    and otherwise attaches to, and afterwards clears, just the hook points it was given.
+    """
     for name, _ in fwd_hooks:
         handle.check_hook(name)
     with handle.lock:
         model = handle.model
-        model.reset_hooks(including_permanent=False)
-        try:
-            with model.hooks(fwd_hooks=list(fwd_hooks)):
-                yield model
-        finally:
+        if _stray(model):
             model.reset_hooks(including_permanent=False)
+        points = [model.hook_dict[name] for name in dict.fromkeys(n for n, _ in fwd_hooks)]
+        try:
+            for name, fn in fwd_hooks:
+                model.hook_dict[name].add_hook(fn, dir="fwd")
+            yield model
+        finally:
+            for hp in points:
+                hp.remove_hooks("fwd", including_permanent=False)
 
 
 def run_with_hooks(handle: ModelHandle, tokens: torch.Tensor, fwd_hooks: Sequence[tuple[str, HookFn]], **kwargs):

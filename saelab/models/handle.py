@@ -29,6 +29,7 @@ class ModelHandle:
         source: where the weights came from (a path, a wheel, a TransformerLens name, "random").
         lock: re-entrant lock held by every hooked forward (see `saelab.hooks`).
         info: free-form provenance (load time, cache path, dtype).
+        engine: the model's batched decoder (`saelab.decode.engine_for` creates it on first use).
     """
 
     model: HookedTransformer
@@ -36,6 +37,7 @@ class ModelHandle:
     source: str
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     info: dict[str, Any] = field(default_factory=dict)
+    engine: Any = field(default=None, repr=False, compare=False)
 
     @property
     def tokenizer(self):

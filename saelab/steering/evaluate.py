@@ -201,53 +201,29 @@ def generate_rows(
     One batched generation covers every (method, factor, instruction) of a concept: a zero row is unsteered
     (or the prompting baseline, whose prompt carries the system turn). Rows with the same `noise_ids` entry
     share their sampling uniforms (common random numbers: the same instruction under different methods and
-    factors differs only by the steering). Same sampler and KV cache as `saelab.steering.generate`; the hook
-    is a closure attached only inside `saelab.hooks.gate`.
+    factors differs only by the steering). One request to the model's decode engine (`saelab.decode`), the
+    sampler and KV cache `saelab.steering.generate` uses.
     """
-    from saelab.hooks import gate
-    from saelab.steering.generate import kv_cache, left_pad, stop_ids
+    from saelab.decode import DecodeRequest, RowHook, run
+    from saelab.steering.generate import stop_ids
 
-    batch = len(prompts)
-    pad = int(handle.tokenizer.pad_token_id or 0)
-    tokens, mask = left_pad(prompts, pad)
-    stops = stop_ids(handle)
     n_noise = max(noise_ids) + 1 if n_noise is None else n_noise  # the same draws in every chunk of a concept
-    gen = torch.Generator().manual_seed(cfg.seed)
-    noise_B = torch.tensor(noise_ids)
 
     def steer(act: torch.Tensor, hook=None) -> torch.Tensor:
         return act + deltas_BD.to(dtype=act.dtype)[:, None, :]
 
-    out: list[list[int]] = [[] for _ in range(batch)]
-    done = [False] * batch
-    with gate(handle, [(hook, steer)]) as model, torch.inference_mode():
-        cache = kv_cache(model, batch)
-        logits = model(tokens, attention_mask=mask, past_kv_cache=cache)
-        for step in range(cfg.max_new_tokens):
-            u_B = torch.rand(n_noise, generator=gen, dtype=torch.float64)[noise_B]
-            nxt = _sample_rows(logits[:, -1, :].float(), cfg.temperature, u_B)
-            for i, t in enumerate(nxt.tolist()):
-                if not done[i]:
-                    if t in stops:
-                        done[i] = True
-                    else:
-                        out[i].append(int(t))
-            if all(done) or step == cfg.max_new_tokens - 1:
-                break
-            feed = torch.tensor([pad if done[i] else out[i][-1] for i in range(batch)])[:, None]
-            logits = model(feed, attention_mask=torch.ones_like(feed), past_kv_cache=cache)
+    request = DecodeRequest(
+        rows=[list(p) for p in prompts],
+        max_new_tokens=cfg.max_new_tokens,
+        hooks=[RowHook(hook, steer)],
+        temperature=float(cfg.temperature),
+        seed=cfg.seed,
+        noise_ids=list(noise_ids),
+        n_noise=n_noise,
+        stop_ids=frozenset(stop_ids(handle)),
+    )
+    out = run(handle, request)
     return [handle.tokenizer.decode(r, skip_special_tokens=True) for r in out]
-
-
-def _sample_rows(logits_BV: torch.Tensor, temperature: float, u_B: torch.Tensor) -> torch.Tensor:
-    """Inverse-CDF sampling in vocabulary order with given uniforms: the rule `saelab.steering.generate` uses
-    with top_p = 1 (a test checks the two agree)."""
-    if temperature == 0:
-        return logits_BV.argmax(dim=-1)
-    probs = torch.softmax(logits_BV.float() / temperature, dim=-1)
-    cum = probs.cumsum(dim=-1)
-    idx = torch.searchsorted(cum, (u_B.float() * cum[:, -1]).unsqueeze(-1))
-    return idx.clamp_max(cum.shape[-1] - 1).squeeze(-1)
 
 
 def run_eval(handle, loaded_sae, cfg: EvalConfig, *, progress: Progress | None = None) -> EvalResult:

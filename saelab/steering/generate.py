@@ -1,16 +1,16 @@
 """Steered and unsteered generation, batched over prompts, with a KV cache and per-call sampling RNG.
 
-`generate(handle, prompts, interventions, cfg)` runs the prompts twice — once without hooks, once with
-the interventions' hooks — with the **same** sampling noise: each run draws its uniforms from its own
-`torch.Generator(seed)` (never the global RNG, so concurrent sessions cannot disturb each other), and
-samples by inverse CDF over the (temperature-scaled, top-p-filtered) distribution. Identical logits
-therefore give identical tokens, so the only difference between the two texts is the steering, and
-factor 0 reproduces the unsteered text exactly.
+`generate(handle, prompts, interventions, cfg)` runs each prompt twice in **one batch** — an unsteered row
+and a steered row, the interventions' hooks acting on the steered rows only — with the **same** sampling
+noise: both copies of a prompt take the same uniform from the request's own `torch.Generator(seed)` (never
+the global RNG, so concurrent sessions cannot disturb each other), sampled by inverse CDF over the
+(temperature-scaled, top-p-filtered) distribution. Identical logits therefore give identical tokens, so the
+only difference between the two texts is the steering, and factor 0 reproduces the unsteered text exactly.
+A strength sweep puts the unsteered rows and every factor's rows into one batch the same way.
 
-Prompts are left-padded into one batch (TransformerLens offsets rotary positions by the attention
-mask); each row stops at its own end token. Every forward pass — steered or not — runs inside
-`saelab.hooks.gate`, which holds the model's lock for the whole generation: a concurrent session's hooks
-can never be attached while this one runs, and none are left afterwards.
+The batch is a request to the model's decode engine (`saelab.decode`): requests from other sessions join
+the same running batch instead of waiting for this one to finish, each with its hooks on its own rows;
+every forward runs inside `saelab.hooks.gate`, so no hook outlives a step.
 
 Prompting baseline: `cfg.system_prompt` (e.g. `prompting_system_prompt(concept)`) goes into the chat
 template's system turn; AxBench's prompting baseline asks the model in the prompt to include the concept.
@@ -24,14 +24,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
+from saelab import decode
 from saelab.configs import DictConfig
+from saelab.decode import DecodeRequest, Phase, RowHook
 from saelab.errors import BadInputError
-from saelab.hooks import gate
 from saelab.models.handle import ModelHandle
 from saelab.sae.files import LoadedSAE
-from saelab.steering.interventions import FORMULAS, Intervention, Phase, build_hooks, validate
+from saelab.steering.interventions import FORMULAS, Intervention, build_hooks, validate
 from saelab.steering.sources import latent_activations  # re-exported: part of this module's API
 
 MAX_NEW_TOKENS = 256  # a request above this is refused with a message naming the cap
@@ -108,7 +107,7 @@ class SteeringResult:
         notes: anything the reader should know (caps, stops, the empty-intervention shortcut).
         unsteered_token_ids: as `steered_token_ids`, for the unsteered run.
         prompt_token_ids: the model input per prompt (chat template applied), for in-context read-outs.
-        elapsed_s: wall time of each run {"unsteered": s, "steered": s}.
+        elapsed_s: wall time of the batched generation {"batched": s} (unsteered and steered rows together).
     """
 
     prompts: list[str]
@@ -182,114 +181,46 @@ def stop_ids(handle: ModelHandle) -> set[int]:
     return ids
 
 
-# ---------------------------------------------------------------- sampling and the loop
-
-
-def _sample(logits_BV: torch.Tensor, cfg: GenerationConfig, gen: torch.Generator) -> torch.Tensor:
-    """Next token per row by inverse CDF with uniforms from `gen` (drawn even when greedy, so both runs
-    consume the generator identically)."""
-    u_B = torch.rand(logits_BV.shape[0], generator=gen, dtype=torch.float64)
-    if cfg.temperature == 0:
-        return logits_BV.argmax(dim=-1)
-    probs = torch.softmax(logits_BV.float() / cfg.temperature, dim=-1)
-    if cfg.top_p >= 1:  # the full distribution: inverse CDF in vocabulary order, no sort needed
-        cum = probs.cumsum(dim=-1)
-        idx = torch.searchsorted(cum, (u_B.float() * cum[:, -1]).unsqueeze(-1))
-        return idx.clamp_max(cum.shape[-1] - 1).squeeze(-1)
-    sorted_p, order = probs.sort(dim=-1, descending=True, stable=True)
-    keep = (sorted_p.cumsum(dim=-1) - sorted_p) < cfg.top_p  # the smallest prefix whose mass reaches top_p
-    cum = (sorted_p * keep).cumsum(dim=-1)
-    idx = torch.searchsorted(cum, (u_B.float() * cum[:, -1]).unsqueeze(-1)).clamp_max(cum.shape[-1] - 1)
-    return order.gather(-1, idx).squeeze(-1)
-
-
-def kv_cache(model, batch: int):
-    """An empty TransformerLens key-value cache for `batch` rows (either TransformerLens API)."""
-    try:
-        from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache as Cache
-    except ImportError:  # older TransformerLens
-        from transformer_lens.past_key_value_caching import HookedTransformerKeyValueCache as Cache
-    return Cache.init_cache(model.cfg, model.cfg.device, batch)
-
-
-def left_pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token id rows → (tokens [B, W], attention mask [B, W]), right-aligned so every row's next token is last."""
-    width = max(len(r) for r in rows)
-    tokens = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        tokens[i, width - len(row) :] = torch.tensor(row)
-        mask[i, width - len(row) :] = 1
-    return tokens, mask
-
-
-def _run(
-    handle: ModelHandle,
-    ids: list[list[int]],
-    interventions: Sequence[Intervention],
-    cfg: GenerationConfig,
-    loaded_sae: LoadedSAE | None,
-    on_step: Callable[[list[list[int]], list[int]], None] | None,
-) -> list[list[int]]:
-    """Generate for every row of `ids` (token id lists); returns the new ids per row, end token excluded."""
-    batch = len(ids)
-    pad = int(handle.tokenizer.pad_token_id or 0)
-    tokens, mask = left_pad(ids, pad)
-    device = handle.cfg.device
-    tokens, mask = tokens.to(device), mask.to(device)
-    stops = stop_ids(handle)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    phase = Phase()
-    hooks = build_hooks(interventions, phase, loaded_sae)
-    out: list[list[int]] = [[] for _ in range(batch)]
-    done = [False] * batch
-    with gate(handle, hooks) as model, torch.inference_mode():
-        cache = kv_cache(model, batch)
-        logits = model(tokens, attention_mask=mask, past_kv_cache=cache)
-        phase.generating = True
-        for step in range(cfg.max_new_tokens):
-            nxt = _sample(logits[:, -1, :].float(), cfg, gen)
-            grown = []
-            for i, t in enumerate(nxt.tolist()):
-                if done[i]:
-                    continue
-                if t in stops and cfg.stop_at_eos:
-                    done[i] = True
-                else:
-                    out[i].append(int(t))
-                    grown.append(i)
-            if on_step is not None and grown:
-                on_step(out, grown)
-            if all(done) or step == cfg.max_new_tokens - 1:
-                break
-            feed = torch.tensor([pad if done[i] else out[i][-1] for i in range(batch)], device=device)[:, None]
-            logits = model(feed, attention_mask=torch.ones_like(feed), past_kv_cache=cache)
-    return out
+# ---------------------------------------------------------------- batched runs through the decode engine
 
 
 def _decode(handle: ModelHandle, ids: list[int]) -> str:
     return handle.tokenizer.decode(ids, skip_special_tokens=True)
 
 
-def _timed_run(
+def _batched(
     handle: ModelHandle,
     ids: list[list[int]],
-    interventions: Sequence[Intervention],
+    runs: Sequence[Sequence[Intervention]],
     cfg: GenerationConfig,
     loaded_sae: LoadedSAE | None,
-    on_token: OnToken | None,
-    which: str,
-) -> tuple[list[list[int]], float]:
-    on_step = None
-    if on_token is not None:
+    on_rows: Callable[[dict[int, list[int]]], None] | None = None,
+) -> list[list[list[int]]]:
+    """Generate every prompt once per run (a list of interventions; [] = unsteered) in one batched request.
 
-        def on_step(out: list[list[int]], running: list[int]) -> None:
-            for i in running:
-                on_token(i, which, _decode(handle, out[i]))
-
-    t0 = time.perf_counter()
-    out = _run(handle, ids, interventions, cfg, loaded_sae, on_step)
-    return out, time.perf_counter() - t0
+    Rows are run-major (run k, prompt i → row k·n + i); each run's hooks act on its own rows only, and every
+    copy of prompt i shares prompt i's sampling uniforms. Returns ids[run][prompt].
+    """
+    n = len(ids)
+    phase = Phase()
+    hooks = []
+    for k, ivs in enumerate(runs):
+        rows = list(range(k * n, (k + 1) * n))
+        hooks += [RowHook(name, fn, rows) for name, fn in build_hooks(ivs, phase, loaded_sae)]
+    request = DecodeRequest(
+        rows=[list(r) for _ in runs for r in ids],
+        max_new_tokens=cfg.max_new_tokens,
+        hooks=hooks,
+        temperature=float(cfg.temperature),
+        top_p=float(cfg.top_p),
+        seed=cfg.seed,
+        noise_ids=[i for _ in runs for i in range(n)],
+        n_noise=n,
+        stop_ids=frozenset(stop_ids(handle)) if cfg.stop_at_eos else frozenset(),
+        phase=phase,
+    )
+    out = decode.run(handle, request, on_rows)
+    return [out[k * n : (k + 1) * n] for k in range(len(runs))]
 
 
 def generate(
@@ -317,15 +248,27 @@ def generate(
     ids = [prompt_ids(handle, p, cfg) for p in prompts]
     notes: list[str] = []
 
-    elapsed: dict[str, float] = {}
-    unsteered_ids: list[list[int]] = [[] for _ in prompts]
+    runs: list[list[Intervention]] = []
     if with_unsteered or not interventions:
-        unsteered_ids, elapsed["unsteered"] = _timed_run(handle, ids, [], cfg, loaded_sae, on_token, "unsteered")
+        runs.append([])
     if interventions:
-        steered_ids, elapsed["steered"] = _timed_run(handle, ids, interventions, cfg, loaded_sae, on_token, "steered")
+        runs.append(interventions)
     else:
-        steered_ids = unsteered_ids
         notes.append("No intervention: the steered text is the unsteered text.")
+    names = ["unsteered", "steered"] if len(runs) == 2 else ["unsteered" if not interventions else "steered"]
+    on_rows = None
+    if on_token is not None:
+        n = len(prompts)
+
+        def on_rows(grown: dict[int, list[int]]) -> None:
+            for row, toks in sorted(grown.items()):
+                on_token(row % n, names[row // n], _decode(handle, toks))
+
+    t0 = time.perf_counter()
+    outs = _batched(handle, ids, runs, cfg, loaded_sae, on_rows)
+    elapsed = {"batched": time.perf_counter() - t0}
+    unsteered_ids = outs[0] if (with_unsteered or not interventions) else [[] for _ in prompts]
+    steered_ids = outs[-1]
     for i, row in enumerate(steered_ids):
         if len(row) == cfg.max_new_tokens:
             notes.append(f"Prompt {i + 1}: stopped at the {cfg.max_new_tokens}-token limit (cap {MAX_NEW_TOKENS}).")
@@ -334,6 +277,7 @@ def generate(
         "interventions": [iv.describe() for iv in interventions],
         "formulas": {iv.kind: FORMULAS[iv.kind] for iv in interventions},
         "sampling": "inverse CDF with uniforms from torch.Generator(seed), shared by both runs",
+        "batching": "unsteered and steered rows decode in one batch (saelab.decode), hooks on the steered rows only",
         "model": handle.name,
     }
     return SteeringResult(
@@ -419,30 +363,32 @@ def sweep(
     runs = [[dataclasses.replace(iv, factor=f) if iv.kind != "ablate" else iv for iv in interventions] for f in factors]
     for ivs in runs:
         validate(ivs, handle, loaded_sae)
-    total = len(factors) + 1 + (1 if judge is not None else 0)
-    base = generate(handle, prompts, [], cfg, loaded_sae=loaded_sae)
-    if progress:
-        progress(1, total)
-    texts = []
-    for k, ivs in enumerate(runs):
-        texts.append(generate(handle, base.prompts, ivs, cfg, loaded_sae=loaded_sae, with_unsteered=False).steered)
+    total = cfg.max_new_tokens + (1 if judge is not None else 0)  # progress counts decode steps
+    prompts = _check_prompts(prompts)
+    ids = [prompt_ids(handle, p, cfg) for p in prompts]
+
+    def on_rows(grown: dict[int, list[int]]) -> None:
         if progress:
-            progress(k + 2, total)
-    ratings: list[list[dict[str, Any] | None]] = [[None] * len(base.prompts) for _ in factors]
+            progress(max(len(t) for t in grown.values()), total)
+
+    outs = _batched(handle, ids, [[], *runs], cfg, loaded_sae, on_rows)  # unsteered + every factor, one batch
+    base_unsteered = [_decode(handle, r) for r in outs[0]]
+    texts = [[_decode(handle, r) for r in run] for run in outs[1:]]
+    ratings: list[list[dict[str, Any] | None]] = [[None] * len(prompts) for _ in factors]
     means: dict[str, list[float]] = {}
     if judge is not None:
-        flat = judge.rate_many([p for _ in factors for p in base.prompts], [t for row in texts for t in row])
-        n = len(base.prompts)
+        flat = judge.rate_many([p for _ in factors for p in prompts], [t for row in texts for t in row])
+        n = len(prompts)
         ratings = [[r.to_dict() for r in flat[k * n : (k + 1) * n]] for k in range(len(factors))]
         for key in ("concept", "relevance", "fluency", "score"):
             means[key] = [sum(r[key] for r in row) / n for row in ratings]  # type: ignore[index]
         if progress:
             progress(total, total)
     return SweepResult(
-        prompts=base.prompts,
+        prompts=prompts,
         factors=factors,
         texts=texts,
-        unsteered=base.unsteered,
+        unsteered=base_unsteered,
         ratings=ratings,
         means=means,
         judge=judge.describe() if judge is not None else {},

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import torch
 
+from saelab.decode import Phase
 from saelab.errors import BadInputError
 from saelab.models.handle import ModelHandle
 from saelab.sae.files import LoadedSAE
@@ -107,16 +108,6 @@ class Intervention:
             positions=data.get("positions", "all"),
             latent=latent,
         )
-
-
-class Phase:
-    """Which forward pass the generation loop is in; hooks read it to honour `positions`."""
-
-    def __init__(self) -> None:
-        self.generating = False
-
-    def active(self, positions: str) -> bool:
-        return positions == "all" or (positions == "generated") == self.generating
 
 
 def validate(interventions: Sequence[Intervention], handle: ModelHandle, loaded_sae: LoadedSAE | None = None) -> None:
