@@ -129,8 +129,6 @@ def is_installed() -> bool:
     return all(getattr(importlib.import_module(n), "F", None) is _SHIM for n in _TL_MODULES)
 
 
-
-
 def uninstall() -> None:
     """Give TransformerLens back its stock `F` (benchmarks compare against the stock path)."""
     for name in _TL_MODULES:
