@@ -50,7 +50,7 @@ with st.expander("Find a latent by its label or by a token", expanded=st.query_p
     by_label, by_token = st.tabs(["Search labels", "Search by token"])
     with by_label:
         if not labels:
-            st.caption("This SAE has no labels yet (`saelab label --sae PATH`).")
+            st.caption("This SAE has no labels yet (`saelab dashboards --sae PATH` writes them).")
         else:
             query = st.text_input("Words in the label", key="explorer_label_query", max_chars=200)
             if query.strip():

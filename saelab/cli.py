@@ -342,6 +342,19 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--epochs", type=float, default=1.0, help="passes over the harvested tokens")
     b.set_defaults(func=cmd_build_default)
 
+    d = sub.add_parser(
+        "dashboards",
+        help="feature dashboards (top contexts, histograms, promoted tokens, map) and offline proxy labels for an SAE",
+    )
+    d.add_argument("--sae", required=True, help="an SAE-Lens folder (dashboards/ and labels.json are written into it)")
+    d.add_argument("--model", default=None, help="model spec (default: the one in the SAE's metadata)")
+    d.add_argument("--tokens", type=int, default=1_048_576, help="tokens the SAE never saw (default: %(default)s)")
+    d.add_argument("--label-tokens", type=int, default=229_376, help="held-out tokens for label scoring")
+    d.add_argument("--seq-len", type=int, default=128)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--no-labels", action="store_true", help="skip the offline proxy labels")
+    d.set_defaults(func=cmd_dashboards)
+
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(name)

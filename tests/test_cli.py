@@ -131,3 +131,27 @@ def test_terminal_bar__follows_the_callback_and_closes(capsys):
         progress(3, 4)
     err = capsys.readouterr().err
     assert "job" in err and "3/4" in err
+
+
+def test_cli__every_command_named_in_docs_and_messages_exists():
+    """README, docs and in-app messages tell users to run `saelab X`: every X must be a real subcommand."""
+    import re
+    from pathlib import Path
+
+    from saelab.cli import build_parser
+
+    root = Path(__file__).resolve().parents[1]
+    files = [root / "README.md", *root.glob("docs/*.md"), *root.glob("pages/*.py"), *root.glob("saelab/**/*.py")]
+    named: dict[str, str] = {}
+    for path in files:
+        for m in re.finditer(r"(?m)(?:^|`|\"|')saelab ([a-z][a-z-]+)", path.read_text(encoding="utf-8")):
+            named.setdefault(m.group(1), str(path.relative_to(root)))
+    assert {"dashboards", "steer", "probe"} <= set(named)
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    missing = {cmd: where for cmd, where in named.items() if cmd not in sub.choices}
+    assert not missing, f"commands named but not registered: {missing}"
+    for cmd in named:
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args([cmd, "--help"])
+        assert exit_info.value.code == 0

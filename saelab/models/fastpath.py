@@ -14,7 +14,9 @@ Second trap, in the BLAS rather than TransformerLens: on this CPU (MKL, AVX2) `F
 few rows (a decode step) takes a path 2-3x slower than the same product written as `(W @ x.T).T`, while
 one row or many rows are fine either way (`bench/generate.py` records the kernels' timings).
 `install()` points TransformerLens's components at `fast_linear`, which picks the faster form by the
-number of rows and is otherwise `torch.nn.functional.linear`. It is process-wide (TransformerLens's
+number of rows and is otherwise `torch.nn.functional.linear`. The same trap again: `W @ B` with `B` a
+contiguous [d_in, rows] tensor is as slow as `F.linear`; only `B = x.T` of a row-major `x` is fast, so
+`fast_linear` makes x row-major first and hands back a row-major result. It is process-wide (TransformerLens's
 modules hold `F` as a module global) and idempotent; the logits it gives equal the plain path's to
 float rounding (tested against `transformers`).
 """
@@ -87,7 +89,10 @@ def fast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
         or weight.requires_grad
     ):
         return torch_F.linear(x, weight, bias)
-    out = torch.mm(weight, x.reshape(rows, d_in).T).T
+    x2 = x.reshape(rows, d_in)
+    if x2.stride() != (d_in, 1):  # the fast kernel wants x.T as a transposed view of a row-major x
+        x2 = x2.contiguous()
+    out = torch.mm(weight, x2.T).T.contiguous()  # row-major out, so the next product's input is fast too
     if bias is not None:
         out = out + bias
     return out.reshape(*x.shape[:-1], weight.shape[0])
@@ -137,4 +142,11 @@ def uninstall() -> None:
             module.F = torch_F
 
 
-__all__ = ["FAST_ROWS", "fast_linear", "install", "is_installed", "relayout", "uninstall"]
+__all__ = [
+    "FAST_ROWS",
+    "fast_linear",
+    "install",
+    "is_installed",
+    "relayout",
+    "uninstall",
+]
