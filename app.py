@@ -8,7 +8,7 @@ from saelab.ui.state import prefetch, wait_for_imports
 
 st.set_page_config(page_title="SAE Lab", page_icon="🔬", layout="wide")
 
-# url_path is fixed so links such as `explorer?latent=12` keep working (saelab.ui.render.EXPLORER_URL).
+# url_path is fixed so links such as `explorer?latent=12` keep working (saelab.reports.render.EXPLORER_URL).
 overview = st.Page("pages/overview.py", title="Overview", icon="🏠", default=True)
 pages = [
     overview,

@@ -34,7 +34,9 @@ import urllib.request
 
 from common import ROOT, write_results
 
-DEFAULT = ROOT / "cached_features" / "default"
+from saelab.defaults import default_sae_dir
+
+DEFAULT = default_sae_dir()
 ARGS = [
     "--headless",
     "--no-sandbox",

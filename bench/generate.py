@@ -27,7 +27,9 @@ import time
 
 import numpy as np
 import torch
-from common import ROOT, write_results
+from common import write_results
+
+from saelab.defaults import default_sae_dir
 
 PROMPT = "Tell me about your weekend."
 
@@ -47,6 +49,32 @@ def _kernels() -> dict[str, float]:
     return {
         "kernel_F_linear_2rows_30mats_ms": t(lambda: [torch.nn.functional.linear(x, w) for w in ws]),
         "kernel_mm_transposed_2rows_30mats_ms": t(lambda: [torch.mm(w, x.T) for w in ws]),
+    }
+
+
+def _step_profile(handle, ids: list[int], rows: int = 2, steps: int = 8) -> dict[str, float]:
+    """Where a `rows`-row decode step of the fast path spends its time (torch.profiler, self CPU time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from saelab.decode import kv_cache
+    from saelab.models import decode_step
+
+    model = handle.model
+    with torch.inference_mode():
+        cache = kv_cache(model, rows)
+        logits = model(torch.tensor([ids] * rows), past_kv_cache=cache)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                logits = decode_step.step(model, logits[:, -1].argmax(-1)[:, None], cache)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    mm = sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::addmm", "aten::bmm"))
+    copies = sum(e.self_cpu_time_total for e in events if e.key == "aten::copy_")
+    return {
+        "profile_step_ms": total / steps / 1e3,
+        "profile_matmul_share": mm / total,
+        "profile_copy_share": copies / total,
+        "profile_other_share": 1 - (mm + copies) / total,
     }
 
 
@@ -88,7 +116,7 @@ def main() -> None:
     from saelab.steering.generate import prompt_ids
 
     handle = load_model()
-    loaded = load_sae(ROOT / "cached_features" / "default", handle=handle)
+    loaded = load_sae(default_sae_dir(), handle=handle)
     cfg = GenerationConfig(max_new_tokens=args.tokens, temperature=0.0, seed=0, stop_at_eos=False)
     ids = prompt_ids(handle, PROMPT, cfg)
     gguf = smollm2_gguf_path()
@@ -172,6 +200,7 @@ def main() -> None:
         ratios[f"sessions_{n}_mean_over_solo"] = float(np.mean(per_session)) / solo
         print(f"{n} sessions: wall {wall:.2f} s, slowest {max(per_session):.2f} s (solo {solo:.2f} s)", flush=True)
     figures.update(_kernels())
+    figures.update(_step_profile(handle, ids))
     ratios["kernel_F_linear_over_mm_transposed"] = (
         figures["kernel_F_linear_2rows_30mats_ms"] / figures["kernel_mm_transposed_2rows_30mats_ms"]
     )

@@ -17,7 +17,9 @@ import time
 
 import numpy as np
 import torch
-from common import ROOT, write_results
+from common import write_results
+
+from saelab.defaults import default_sae_dir
 
 PROMPTS = [
     "Tell me about your weekend.",
@@ -47,7 +49,7 @@ def main() -> None:
     from saelab.sae.files import load_sae
     from saelab.steering import GenerationConfig, Intervention, generate, sae_latent_direction, text_direction
 
-    sae_dir = ROOT / "cached_features" / "default"
+    sae_dir = default_sae_dir()
     handle = load_model()
     loaded = load_sae(sae_dir, handle=handle)
     summary = DashboardStore(sae_dir).summary()

@@ -4,12 +4,12 @@ import pandas as pd
 import streamlit as st
 
 from saelab.circuits.evaluate import FORMULAS
-from saelab.circuits.export import export_bytes, summary_rows
-from saelab.circuits.figures import agreement_scatter, circuit_graph, heatmaps, prompt_metrics
 from saelab.circuits.methods import METHODS
 from saelab.circuits.run import REFERENCE, CircuitConfig
 from saelab.circuits.tasks import BUILTIN_TASKS, CSV_COLUMNS, METRICS
 from saelab.errors import SaelabError
+from saelab.reports.circuits import export_bytes, summary_rows
+from saelab.reports.circuits_figures import agreement_scatter, circuit_graph, heatmaps, prompt_metrics
 from saelab.ui import circuits as circ_ui
 from saelab.ui.state import ensure_app_navigation, get_model, show_error
 

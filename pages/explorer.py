@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from saelab.features.search import search_labels, search_token
-from saelab.ui import figures, render
+from saelab.reports import figures, render
 from saelab.ui.state import (
     MAX_PROMPT_CHARS,
     analyse,

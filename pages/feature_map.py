@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from saelab.ui import figures
+from saelab.reports import figures
 from saelab.ui.state import open_features, show_error
 
 st.title("Feature map")

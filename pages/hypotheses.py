@@ -5,10 +5,10 @@ import streamlit as st
 
 from saelab.errors import SaelabError
 from saelab.hypotheses import HypothesisConfig
-from saelab.hypotheses.export import examples_html, export_bytes
-from saelab.hypotheses.figures import effect_sizes
 from saelab.hypotheses.results import PROXY_NOTE
 from saelab.hypotheses.run import required_texts
+from saelab.reports.hypotheses import examples_html, export_bytes
+from saelab.reports.hypotheses_figures import effect_sizes
 from saelab.ui import hypotheses as hyp_ui
 from saelab.ui.state import ensure_app_navigation, get_model, show_error
 

@@ -4,12 +4,12 @@ import pandas as pd
 import streamlit as st
 
 from saelab.errors import SaelabError
-from saelab.probing import figures
 from saelab.probing.classify import C_GRID, CLASSIFIERS, FORMULAS
 from saelab.probing.detection import DETECTORS
-from saelab.probing.report import summary_rows
 from saelab.probing.run import ProbeConfig
 from saelab.probing.sources import FEATURE_SOURCES
+from saelab.reports import probing_figures as figures
+from saelab.reports.probing import summary_rows
 from saelab.ui import probing as ui
 from saelab.ui.state import model_spec, open_features, show_error
 

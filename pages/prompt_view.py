@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from saelab.ui import figures, render
+from saelab.reports import figures, render
 from saelab.ui.state import MAX_PROMPT_CHARS, analyse, model_spec, open_features, prompt_token_cap, show_error
 
 EXAMPLE = (

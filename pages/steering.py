@@ -10,11 +10,11 @@ import pandas as pd
 import streamlit as st
 
 from saelab.errors import BadInputError
-from saelab.steering.figures import sweep_figure
+from saelab.reports import render
+from saelab.reports.steering_figures import sweep_figure
 from saelab.steering.generate import MAX_NEW_TOKENS, GenerationConfig, generate, latent_activations, sweep
 from saelab.steering.interventions import FORMULAS, MAX_FACTOR, Intervention
 from saelab.steering.presets import Preset, dumps_preset, loads_preset
-from saelab.ui import render
 from saelab.ui import steering as ui
 from saelab.ui.state import MAX_PROMPT_CHARS, open_features, query_latent, show_error, token_decoder
 

@@ -14,9 +14,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from saelab.defaults import DEFAULT_HOOK, DEFAULT_MODEL, default_sae_dir
 from saelab.errors import SaelabError
-
-DEFAULT_HOOK = "blocks.12.hook_resid_post"
 
 # Modules that add their own subcommands: each has `register(sub)` taking argparse's subparsers and
 # keeps heavy imports (torch, models) inside its command functions so `saelab --help` stays fast.
@@ -113,7 +112,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from saelab.storage import EVAL_FILE
 
     meta = read_meta(args.sae)
-    handle = load_model(args.model or (meta.model if meta else "smollm2-135m-instruct"))
+    handle = load_model(args.model or (meta.model if meta else DEFAULT_MODEL))
     loaded = _load(args.sae, handle=handle, hook=args.hook)
     corpus = build_corpus(
         handle.tokenizer, CorpusConfig(seq_len=args.seq_len, n_tokens=args.tokens, seed=args.seed, split="heldout")
@@ -148,7 +147,7 @@ def cmd_dashboards(args: argparse.Namespace) -> int:
     from saelab.sae.files import load_sae, read_meta
 
     meta = read_meta(args.sae)
-    handle = load_model(args.model or (meta.model if meta else "smollm2-135m-instruct"))
+    handle = load_model(args.model or (meta.model if meta else DEFAULT_MODEL))
     loaded = load_sae(args.sae, handle=handle)
     # Text the SAE never saw: the training-split rows after the ones its harvest used, when known;
     # else the held-out split. Labels are scored on held-out rows the dashboards did not use.
@@ -219,7 +218,7 @@ def cmd_llm_labels(args: argparse.Namespace) -> int:
     if offline is None:
         raise SaelabError(f"{args.sae} has no offline labels yet: run `saelab dashboards --sae {args.sae}` first.")
     meta = read_meta(args.sae)
-    handle = load_model(args.model or (meta.model if meta else "smollm2-135m-instruct"))
+    handle = load_model(args.model or (meta.model if meta else DEFAULT_MODEL))
     loaded = load_sae(args.sae, handle=handle)
     # The same held-out rows the offline labels were scored on: the last rows of the held-out split.
     n_rows, seq_len = int(offline.detection["n_rows"]), int(offline.detection["seq_len"])
@@ -251,9 +250,9 @@ def cmd_llm_labels(args: argparse.Namespace) -> int:
 
 
 def cmd_build_default(args: argparse.Namespace) -> int:
-    from saelab.default_sae import DEFAULT_DIR, build_default
+    from saelab.default_sae import build_default
 
-    out = build_default(Path(args.work), Path(args.dest) if args.dest else DEFAULT_DIR, epochs=args.epochs)
+    out = build_default(Path(args.work), Path(args.dest) if args.dest else default_sae_dir(), epochs=args.epochs)
     print(f"default SAE rebuilt in {out}")
     return 0
 
@@ -263,9 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     h = sub.add_parser("harvest", help="harvest activations of hook points over the sae-probes corpus")
-    h.add_argument(
-        "--model", default="smollm2-135m-instruct", help="model spec: default name, .gguf, HF folder, TL name"
-    )
+    h.add_argument("--model", default=DEFAULT_MODEL, help="model spec: default name, .gguf, HF folder, TL name")
     h.add_argument(
         "--hooks", nargs="+", default=[DEFAULT_HOOK], help="hook points, all in one pass (default: %(default)s)"
     )
@@ -335,10 +332,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_llm_labels)
 
     b = sub.add_parser(
-        "build-default", help="rebuild cached_features/default from scratch (harvest, train, eval, dashboards)"
+        "build-default",
+        help="rebuild the default SAE ($SAELAB_FEATURES/default, else cached_features/default) from scratch",
     )
     b.add_argument("--work", default="runs/default", help="work folder for activations and checkpoints (resumable)")
-    b.add_argument("--dest", default=None, help="where to write the shipped folder (default: cached_features/default)")
+    b.add_argument(
+        "--dest",
+        default=None,
+        help="where to write the shipped folder (default: $SAELAB_FEATURES/default or cached_features/default)",
+    )
     b.add_argument("--epochs", type=float, default=1.0, help="passes over the harvested tokens")
     b.set_defaults(func=cmd_build_default)
 

@@ -25,13 +25,13 @@ from pathlib import Path
 
 import torch
 
+from saelab.defaults import DEFAULT_HOOK, default_sae_dir
 from saelab.storage import SAE_CFG_FILE, SAE_WEIGHTS_FILE, SAELAB_META_FILE, atomic_dir, load_tensors, save_tensors
 
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DIR = ROOT / "cached_features" / "default"
-HOOK = "blocks.12.hook_resid_post"
+HOOK = DEFAULT_HOOK
 SEQ_LEN = 128
 TRAIN_TOKENS = 5_242_880  # 40,960 rows of 128
 DASHBOARD_TOKENS = 1_048_576  # the next 8,192 rows of the same seeded corpus: never seen in training
@@ -70,8 +70,9 @@ def to_fp16_copy(src: Path, dest: Path) -> None:
             shutil.copy2(src / name, tmp / name)
 
 
-def build_default(work: Path, dest: Path = DEFAULT_DIR, epochs: float = 1.0) -> Path:
-    """Run every step (see the module docstring); returns the shipped folder."""
+def build_default(work: Path, dest: Path | None = None, epochs: float = 1.0) -> Path:
+    """Run every step (see the module docstring); returns the shipped folder (default: `default_sae_dir()`)."""
+    dest = dest or default_sae_dir()
     from saelab.activations import ActivationStore, HarvestConfig, harvest
     from saelab.corpus import CorpusConfig, build_corpus
     from saelab.features.autolabel import label_all

@@ -159,7 +159,7 @@ def test_tasks__builtins_tokenize_to_equal_lengths_with_single_token_answers(tin
 
 
 def test_run__result_is_json_and_exports(tiny_handle, tmp_path):
-    from saelab.circuits.export import export_result
+    from saelab.reports.circuits import export_result
 
     cfg = CircuitConfig(task="docstring", methods=["discrete-sae", "attribution-patching"], n_prompts=4,
                         n_repeats=2, subset_size=3, epochs=20)  # fmt: skip
@@ -210,7 +210,7 @@ def test_default_model__solves_ioi_and_methods_run_end_to_end(default_handle, on
 
 
 def test_export__user_prompts_are_escaped_in_the_report(tiny_handle):
-    from saelab.circuits.export import build_report
+    from saelab.reports.circuits import build_report
 
     xss = "<script>alert(1)</script>"
     task = CircuitTask("xss", "html in prompts", "logit_diff", [

@@ -8,12 +8,12 @@ from scipy import stats
 
 from saelab.errors import BadInputError
 from saelab.hypotheses import HypothesisConfig
-from saelab.hypotheses.export import example_html
 from saelab.hypotheses.interpret import KeywordRule, highlight_spans, interpret_keywords, term_matrix
 from saelab.hypotheses.run import required_texts, run_hypotheses
 from saelab.hypotheses.select import select_features
 from saelab.hypotheses.target import prepare
 from saelab.hypotheses.validate import auc_score, validate
+from saelab.reports.hypotheses import example_html
 from saelab.textsets import TextSet, from_csv
 
 

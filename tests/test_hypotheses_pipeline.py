@@ -14,8 +14,8 @@ import pytest
 
 from saelab.features.llm import LLMEndpoint
 from saelab.hypotheses import HypothesisConfig, run_hypotheses
-from saelab.hypotheses.export import export_bytes, export_result
-from saelab.hypotheses.figures import effect_sizes
+from saelab.reports.hypotheses import export_bytes, export_result
+from saelab.reports.hypotheses_figures import effect_sizes
 from saelab.textsets import TextSet
 from tests.fixtures_ui import XSS, open_page, page_html, tiny_app
 from tests.test_hypotheses import _planted_texts

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from saelab.errors import BadInputError
-from saelab.probing.report import build_html, export, read_config, rerun_export, result_data, summary_rows
 from saelab.probing.run import ProbeConfig, load_textset, run_probe
+from saelab.reports.probing import build_html, export, read_config, rerun_export, result_data, summary_rows
 from saelab.storage import load_tensors
 from tests.fixtures_ui import XSS, build_tiny_sae
 
@@ -232,7 +232,7 @@ def test_run__model_sources_on_tiny_model_report_their_extras(tmp_path, tiny_han
         assert [p["layer"] for p in rep.source_results["best_neuron_by_layer"]] == [0, 1]
     if source == "layer_sweep":
         assert [p["layer"] for p in rep.layers] == [0, 1]
-    from saelab.probing import figures
+    from saelab.reports import probing_figures as figures
 
     assert len(figures.all_figures(d)) >= 3
     json.dumps(result_data(rep))  # serialisable

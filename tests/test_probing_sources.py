@@ -254,11 +254,11 @@ def test_hooks__none_left_after_extraction(tiny_handle, tiny_sae):
 
 @pytest.mark.slow
 def test_default_model__sae_and_hidden_features_on_sst2(default_handle):
-    from saelab.default_sae import DEFAULT_DIR
+    from saelab.defaults import default_sae_dir
     from saelab.sae.files import load_sae
     from saelab.textsets import from_builtin
 
-    sae = load_sae(DEFAULT_DIR, handle=default_handle)
+    sae = load_sae(default_sae_dir(), handle=default_handle)
     texts = from_builtin("92_glue_sst2", max_rows=20, seed=0).texts[:4]
     p = SourceParams(source="sae", pooling="topn-sum", topn=20, max_tokens=24, batch_size=2)
     fs = extract_features(p, texts, handle=default_handle, loaded_sae=sae)

@@ -219,11 +219,11 @@ def test_detox_cli__tiers_on_the_tiny_model(tmp_path, tiny_sae, capsys):
 
 @pytest.mark.slow
 def test_steer_eval__default_model_end_to_end(default_handle):
-    from saelab.default_sae import DEFAULT_DIR
+    from saelab.defaults import default_sae_dir
     from saelab.sae.files import load_sae
     from saelab.steering.evaluate import run_eval
 
-    loaded = load_sae(DEFAULT_DIR, handle=default_handle)
+    loaded = load_sae(default_sae_dir(), handle=default_handle)
     cfg = EvalConfig(
         concepts=["spam"], methods=["sae", "diffmean", "prompting"], factors=[2.0], n_instructions=2,
         max_new_tokens=8, n_train=8, n_judge=8, n_boot=100,

@@ -11,15 +11,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from saelab.defaults import DEFAULT_MODEL
 from saelab.errors import BadInputError
 from saelab.progress import terminal_bar
 
 
 def cmd_circuits(args: argparse.Namespace) -> int:
-    from saelab.circuits.export import export_result, summary_rows
     from saelab.circuits.run import CircuitConfig, check_task, run_circuits
     from saelab.circuits.tasks import builtin_task, pairs_from_csv
     from saelab.models import load_model
+    from saelab.reports.circuits import export_result, summary_rows
 
     cfg = CircuitConfig(
         task=args.task, methods=args.method or ["discrete-sae", "attribution-patching"], n_prompts=args.prompts,
@@ -64,7 +65,7 @@ def register(sub) -> None:
     p.add_argument("--method", action="append", choices=list(METHODS),
                    help="method to compare with the reference (repeatable; default discrete-sae and "
                    "attribution-patching); activation patching always runs as the reference")  # fmt: skip
-    p.add_argument("--model", default="smollm2-135m-instruct")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--prompts", type=int, default=24, help="prompt pairs (built-in tasks are generated, seeded)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--top-frac", type=float, default=0.05, help="reference circuit = top fraction of heads by |effect|")

@@ -3,7 +3,8 @@
 Modules follow the data flow: `target` (clean texts, code y) → `embed` (cached embeddings) → `sae`
 (Top-K SAE via SAE-Lens) → `select` (LASSO to n latents) → `interpret` (keyword PROXY rules) / `llm`
 (an OpenAI-compatible endpoint) → `validate` (OLS/Logit, Bonferroni) → `results`; `baseline` is the
-bag-of-words LASSO; `run` ties them together; `figures` and `export` present a `HypothesisResult`.
+bag-of-words LASSO; `run` ties them together; `saelab.reports.hypotheses_figures` and
+`saelab.reports.hypotheses` present a `HypothesisResult`.
 """
 
 from saelab.hypotheses.run import HypothesisConfig, HypothesisResult, run_hypotheses

@@ -19,8 +19,8 @@ log = logging.getLogger(__name__)
 
 
 def cmd_hypotheses(args: argparse.Namespace) -> int:
-    from saelab.hypotheses.export import export_result
     from saelab.hypotheses.run import HypothesisConfig, run_hypotheses
+    from saelab.reports.hypotheses import export_result
     from saelab.textsets import from_builtin, from_csv
 
     if bool(args.dataset) == bool(args.csv):

@@ -101,8 +101,8 @@ def cmd_pairs(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from saelab.probing.report import export, read_config
     from saelab.probing.run import load_textset, run_probe
+    from saelab.reports.probing import export, read_config
 
     if args.pairs:
         return cmd_pairs(args)

@@ -211,9 +211,9 @@ def _label_lookup(cfg: ProbeConfig, latent_labels: dict[int, str] | None) -> dic
 
 
 def _default_sae_dir() -> Any:
-    from saelab.default_sae import DEFAULT_DIR
+    from saelab.defaults import default_sae_dir
 
-    return DEFAULT_DIR
+    return default_sae_dir()
 
 
 def load_resources(cfg: ProbeConfig, handle: Any = None, loaded_sae: Any = None) -> tuple[Any, Any]:

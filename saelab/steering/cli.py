@@ -16,13 +16,12 @@ import json
 import math
 from pathlib import Path
 
+from saelab.defaults import DEFAULT_HOOK, DEFAULT_MODEL, default_sae_dir
 from saelab.errors import BadInputError
-
-DEFAULT_HOOK = "blocks.12.hook_resid_post"
 
 
 def _default_sae() -> Path:
-    return Path(__file__).resolve().parents[2] / "cached_features" / "default"
+    return default_sae_dir()
 
 
 def _read_lines(path: str) -> list[str]:
@@ -117,7 +116,7 @@ def register(sub) -> None:
     """Add `saelab steer` to the CLI's subparsers."""
     p = sub.add_parser("steer", help="generate unsteered vs steered text for a prompt and steering direction(s)")
     p.add_argument("--prompt", action="append", help="prompt text (repeat for a batch)")
-    p.add_argument("--model", default="smollm2-135m-instruct", help="model spec (default: the default model)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model spec (default: %(default)s)")
     p.add_argument("--sae", help="SAE folder for --latent / clamp (default: cached_features/default)")
     p.add_argument("--latent", type=int, action="append", help="SAE latent index (repeatable)")
     p.add_argument("--method", choices=["diffmean", "pca", "lat", "probe"], help="direction from --pos/--neg texts")

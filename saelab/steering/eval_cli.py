@@ -11,6 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
+from saelab.defaults import DEFAULT_MODEL, default_sae_dir
 from saelab.errors import BadInputError
 from saelab.progress import terminal_bar
 
@@ -27,7 +28,6 @@ def _names(text: str) -> list[str]:
 
 
 def _load(args):
-    from saelab.default_sae import DEFAULT_DIR
     from saelab.models import load_model
     from saelab.sae.files import load_sae
 
@@ -36,8 +36,8 @@ def _load(args):
 
         torch.set_num_threads(args.threads)
     handle = load_model(args.model)
-    sae_path = Path(args.sae) if args.sae else DEFAULT_DIR
-    loaded = load_sae(sae_path, handle=handle) if (args.sae or handle.name == "smollm2-135m-instruct") else None
+    sae_path = Path(args.sae) if args.sae else default_sae_dir()
+    loaded = load_sae(sae_path, handle=handle) if (args.sae or handle.name == DEFAULT_MODEL) else None
     return handle, loaded
 
 
@@ -122,7 +122,7 @@ def register(sub) -> None:
     p = sub.add_parser(
         "steer-eval", help="AxBench steering protocol on the offline concept suite (PROXY judges by default)"
     )
-    p.add_argument("--model", default="smollm2-135m-instruct")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--sae", help="SAE folder for the 'sae' method (default: cached_features/default)")
     p.add_argument("--concepts", help="comma-separated concept names (default: the first 10 of the suite)")
     p.add_argument("--methods", default="sae,diffmean,probe,pca,prompting", help="comma-separated methods")
@@ -142,7 +142,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_steer_eval)
 
     d = sub.add_parser("detox", help="steer against toxicity latents of the SAE at three tiers; toxicity vs fluency")
-    d.add_argument("--model", default="smollm2-135m-instruct")
+    d.add_argument("--model", default=DEFAULT_MODEL)
     d.add_argument("--sae", help="SAE folder (default: cached_features/default)")
     d.add_argument("--tiers", default="0.5,1,2", help="three strengths: h ← h − tier·max_act·w per latent")
     d.add_argument("--k", type=int, default=5, help="toxicity latents to steer against")

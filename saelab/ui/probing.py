@@ -9,8 +9,8 @@ from typing import Any
 
 import streamlit as st
 
+from saelab.reports.render import esc, highlight_tokens, latent_link
 from saelab.textsets import TextSet
-from saelab.ui.render import esc, highlight_tokens, latent_link
 from saelab.ui.textsets import builtin_set, dataset_names, upload_columns, upload_set  # noqa: F401  (the page reads sets here)
 
 # The menu's named tasks (issue 5 §1); every other sae-probes set is listed after them.
@@ -78,7 +78,7 @@ def pair_ranking(ctx: Any, data: bytes, col_a: str, col_b: str, seed: int) -> di
 
 def export_bytes(report: Any, textset: TextSet | None) -> dict[str, bytes]:
     """The export's files as bytes for download buttons (written to a temporary folder first)."""
-    from saelab.probing.report import export
+    from saelab.reports.probing import export
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = export(report, tmp, textset=textset)

@@ -10,7 +10,6 @@ read at call time (not import time), because one Python process may run several 
 from __future__ import annotations
 
 import gc
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
+from saelab.defaults import features_root, model_spec
 from saelab.errors import BadInputError, SaelabError
-from saelab.models.names import DEFAULT_MODEL
 from saelab.sae.catalog import list_saes
 from saelab.storage import DASHBOARD_DIR
 
@@ -34,16 +33,6 @@ ROOT = Path(__file__).resolve().parents[2]
 MAX_PROMPT_TOKENS = 512  # the prompt pages analyse at most this many tokens (and say so)
 MAX_PROMPT_CHARS = 20_000  # text areas refuse more characters than this
 MAX_CACHED_SAES = 8
-
-
-def features_root() -> Path:
-    """Where shipped SAEs live: `$SAELAB_FEATURES`, else `cached_features/` in the repository."""
-    return Path(os.environ.get("SAELAB_FEATURES") or ROOT / "cached_features")
-
-
-def model_spec() -> str:
-    """The model the app runs: `$SAELAB_MODEL`, else the default model."""
-    return os.environ.get("SAELAB_MODEL") or DEFAULT_MODEL
 
 
 # ---------------------------------------------------------------- model and SAEs, loaded once per process

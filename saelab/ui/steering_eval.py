@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from saelab.steering.eval_figures import detox_figure, method_table_figure, score_vs_factor_figure
+from saelab.reports.steering_eval_figures import detox_figure, method_table_figure, score_vs_factor_figure
 
 ROOT = Path(__file__).resolve().parents[2]
 SAVED_EVAL = ROOT / "bench" / "results" / "steer_eval.json"

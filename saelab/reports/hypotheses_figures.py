@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from saelab.hypotheses.results import MethodResult
-from saelab.ui.render import plotly_esc
+from saelab.reports.render import plotly_esc
 
 _COLOURS = {True: "#d62728", False: "#7f7f7f"}
 _TITLES = {"sae": "SAE hypotheses", "bow": "Bag-of-words baseline"}

@@ -10,11 +10,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from saelab.hypotheses.figures import effect_sizes
 from saelab.hypotheses.interpret import evidence_words, highlight_spans
 from saelab.hypotheses.results import MethodResult
 from saelab.reports import HtmlReport, csv_text, write_export
-from saelab.ui.render import esc
+from saelab.reports.hypotheses_figures import effect_sizes
+from saelab.reports.render import esc
 
 MAX_EXAMPLE_CHARS = 400
 

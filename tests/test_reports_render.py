@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 
-from saelab.ui import figures, render
+from saelab.reports import figures, render
 
 XSS = "<script>alert(1)</script>"
 

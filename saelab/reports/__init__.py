@@ -1,4 +1,14 @@
-"""Exportable reports: one self-contained HTML file plus JSON, CSV and safetensors beside it.
+"""Reports: everything that presents a result — HTML, escaping, Plotly figures and exports.
+
+This package is the one place for presentation; analyses return typed results and never import it.
+    `saelab.reports`                 the export format (this module): `HtmlReport`, `write_export`, `csv_text`
+    `render`                         HTML escaping and token highlighting shared by the app and exports
+    `figures`                        the feature figures (Explorer, Prompt view, Feature map)
+    `probing`, `probing_figures`     probe reports
+    `circuits`, `circuits_figures`   circuit reports
+    `hypotheses`, `hypotheses_figures`, `steering_figures`, `steering_eval_figures`
+
+Exportable reports: one self-contained HTML file plus JSON, CSV and safetensors beside it.
 
 A report must open offline on a colleague's machine, years later: plotly.js is written inline once (the
 first figure), no file is fetched, and every piece of user text is HTML-escaped (`text`, `table`);

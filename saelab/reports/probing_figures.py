@@ -11,7 +11,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from saelab.probing.evaluate import sparse_choice
-from saelab.ui.render import plotly_esc
+from saelab.reports.render import plotly_esc
 
 _LAYOUT = {"template": "plotly_white", "height": 340, "margin": {"l": 60, "r": 20, "t": 50, "b": 50}}
 

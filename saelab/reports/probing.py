@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from saelab.errors import BadInputError, CorruptFileError
-from saelab.probing import figures
 from saelab.probing.evaluate import sparse_choice
 from saelab.probing.run import ProbeConfig, ProbeReport, run_probe
 from saelab.reports import RESULT_FILE, HtmlReport, write_export
+from saelab.reports import probing_figures as figures
 from saelab.storage import jsonable, read_json
 
 FORMAT = "saelab.probe"

@@ -8,10 +8,10 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from saelab.circuits.figures import agreement_scatter, circuit_graph, heatmaps, prompt_metrics
 from saelab.circuits.methods import METHODS
 from saelab.circuits.run import REFERENCE, CircuitResult
 from saelab.reports import HtmlReport, csv_text, write_export
+from saelab.reports.circuits_figures import agreement_scatter, circuit_graph, heatmaps, prompt_metrics
 
 
 def _fmt(stat: dict[str, float] | None) -> str:

@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 import plotly.graph_objects as go
 
-from saelab.ui.render import plotly_esc as esc
+from saelab.reports.render import plotly_esc as esc
 
 ACT_COLOUR = "#ff7f0e"
 
