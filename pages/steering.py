@@ -16,6 +16,7 @@ from saelab.steering.generate import MAX_NEW_TOKENS, GenerationConfig, generate,
 from saelab.steering.interventions import FORMULAS, MAX_FACTOR, Intervention
 from saelab.steering.presets import Preset, dumps_preset, loads_preset
 from saelab.ui import steering as ui
+from saelab.ui.progress import streamlit_bar
 from saelab.ui.state import MAX_PROMPT_CHARS, open_features, query_latent, show_error, token_decoder
 
 SOURCES = ["SAE latent", "Texts (DiffMean / PCA / LAT / probe)", "MLP neuron"]
@@ -196,8 +197,7 @@ if st.button("Generate", type="primary", key="steer_generate"):
     right.markdown("**Steered**")
     slots = {"unsteered": left.empty(), "steered": right.empty()}
 
-    def on_token(i: int, which: str, text: str) -> None:
-        slots[which].text(text)
+    on_token = ui.streaming_slots(slots)
 
     try:
         if setup_error is not None:
@@ -264,17 +264,10 @@ with st.expander("Strength sweep: concept, relevance and fluency against the fac
             factors = ui.parse_factors(factors_text)
             examples = ui.split_lines(examples_text, "example")
             judge = ui.proxy_judge(tuple(examples), spec) if examples else None
-            bar = st.progress(0.0, text="Sweeping…")
-            res = sweep(
-                handle,
-                prompt,
-                interventions,
-                factors,
-                cfg,
-                loaded_sae=loaded,
-                judge=judge,
-                progress=lambda done, total: bar.progress(done / total, text=f"Sweep: {done}/{total}"),
-            )
+            with streamlit_bar("Sweep (decode steps, every factor in one batch)") as progress:
+                res = sweep(
+                    handle, prompt, interventions, factors, cfg, loaded_sae=loaded, judge=judge, progress=progress
+                )
         except Exception as err:
             show_error(err)
         else:

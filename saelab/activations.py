@@ -43,9 +43,10 @@ from safetensors import SafetensorError, safe_open
 from tqdm.auto import tqdm
 
 from saelab.configs import DictConfig
-from saelab.corpus import CorpusTokens
+from saelab.corpus import CorpusTokens, sink_mask
 from saelab.errors import BadInputError, CorruptFileError
 from saelab.hooks import cache_activations
+from saelab.models import fastpath
 from saelab.models.handle import ModelHandle
 from saelab.storage import HARVEST_MANIFEST, read_json, save_tensors, write_json
 
@@ -131,6 +132,7 @@ def compute_handle(handle: ModelHandle, dtype: torch.dtype) -> ModelHandle:
     The tokenizer is shared, the weights are not: the shared model is never converted.
     """
     src = handle.model
+    dtype = fastpath.effective_dtype(dtype)  # bf16 only where the CPU multiplies it natively
     if src.cfg.dtype == dtype:
         return handle
     # Seeding deepcopy's memo with converted parameters copies each weight once, in the new dtype
@@ -146,13 +148,9 @@ def compute_handle(handle: ModelHandle, dtype: torch.dtype) -> ModelHandle:
 
 
 def _keep_mask(corpus: CorpusTokens, cfg: HarvestConfig) -> torch.Tensor:
-    """bool `[n_seq, seq_len]`: the positions whose activations are stored."""
-    keep = torch.ones_like(corpus.tokens, dtype=torch.bool)
-    if cfg.skip_first_position:
-        keep[:, 0] = False
-    if cfg.skip_separator:
-        keep &= corpus.tokens != corpus.separator_id
-    return keep
+    """bool `[n_seq, seq_len]`: the positions whose activations are stored (`saelab.corpus.sink_mask`)."""
+    sep = corpus.separator_id if cfg.skip_separator else None
+    return sink_mask(corpus.tokens, sep, first=cfg.skip_first_position)
 
 
 def _layout(corpus: CorpusTokens, cfg: HarvestConfig, keep: torch.Tensor) -> dict[str, int]:
@@ -264,6 +262,7 @@ def harvest(
         "hooks": hooks,
         "d": widths,
         "compute_dtype": cfg.compute_dtype,
+        "compute_dtype_used": str(fastpath.effective_dtype(_DTYPES[cfg.compute_dtype])).removeprefix("torch."),
         "store_dtype": cfg.store_dtype,
         "first_position_skipped": cfg.skip_first_position,
         "separator_skipped": cfg.skip_separator,

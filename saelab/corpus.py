@@ -286,6 +286,19 @@ def corpus_documents(cfg: CorpusConfig) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------- tokenizing and packing
 
 
+def sink_mask(tokens: torch.Tensor, sep_id: int | None, *, first: bool = True) -> torch.Tensor:
+    """bool [n_seq, seq_len]: True at the positions analysed, False at attention sinks.
+
+    The sinks are position 0 (with `first`) and every separator token `sep_id` (unless None): their residual
+    norms are ~100x the rest (10–26k vs ~150 at layer 12 of SmolLM2), SAEs are trained without them, and
+    harvests, dashboards, label scoring and prompt analysis all leave them out through this one function.
+    """
+    keep = torch.ones_like(tokens, dtype=torch.bool) if sep_id is None else tokens != sep_id
+    if first and keep.shape[-1]:
+        keep[..., 0] = False
+    return keep
+
+
 def separator_id(tokenizer) -> int:
     """`<|endoftext|>`'s id when the vocabulary has it (0 for SmolLM2), else the EOS id."""
     vocab = tokenizer.get_vocab()

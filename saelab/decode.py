@@ -325,58 +325,65 @@ class DecodeEngine:
 
     # ---------------------------------------------------------------- engine thread
     def _loop(self) -> None:
-        live: list[_Live] = []
-        merged = None  # the batch's KV cache while its membership is unchanged
+        state: dict = {"live": [], "merged": None}  # merged: the batch's KV cache while membership is unchanged
         while True:
             with self._cv:
-                if not live and not self._pending:
+                if not state["live"] and not self._pending:
                     self._cv.wait(timeout=30)
                     if not self._pending:
                         self._thread = None
                         return
                 new, self._pending = self._pending, []
-            changed = False
-            for gen in new:
-                if gen.cancelled:
-                    gen._finish()
-                    continue
-                try:
-                    live.append(self._prefill(gen))
-                    changed = True
-                except Exception as err:
-                    gen._finish(err)
-            if changed and merged is not None:  # split the running batch back into its requests
-                self._split(live, merged)
-                merged = None
-            finished = []
-            for lv in live:
-                if lv.error is None and not lv.gen.cancelled:
-                    try:
-                        if not lv.sample(self._stops(lv)):
-                            continue
-                    except Exception as err:
-                        lv.error = err
-                finished.append(lv)
-            if finished:
-                if merged is not None:
-                    self._split(live, merged)
-                    merged = None
-                for lv in finished:
-                    live.remove(lv)
-                    lv.gen._finish(lv.error)
-            if not live:
-                continue
-            if merged is None:
-                merged = _merge_caches(self.handle.model, [lv.cache for lv in live])
-                for lv in live:
-                    lv.cache = None
             try:
-                self._step(live, merged)
+                self._iterate(state, new)
             except Exception as err:  # a failure outside any request's hooks ends every live request
                 log.exception("decode step failed")
-                for lv in live:
+                for lv in state["live"]:
                     lv.gen._finish(err)
-                live, merged = [], None
+                for gen in new:
+                    if not gen._done.is_set():
+                        gen._finish(err)
+                state["live"], state["merged"] = [], None
+
+    def _iterate(self, state: dict, new: list[Generation]) -> None:
+        """Admit `new` requests, sample every live request once, retire finished ones, run one decode step."""
+        live: list[_Live] = state["live"]
+        changed = False
+        for gen in new:
+            if gen.cancelled:
+                gen._finish()
+                continue
+            try:
+                live.append(self._prefill(gen))
+                changed = True
+            except Exception as err:
+                gen._finish(err)
+        if changed and state["merged"] is not None:  # split the running batch back into its requests
+            self._split(live, state["merged"])
+            state["merged"] = None
+        finished = []
+        for lv in live:
+            if lv.error is None and not lv.gen.cancelled:
+                try:
+                    if not lv.sample(self._stops(lv)):
+                        continue
+                except Exception as err:
+                    lv.error = err
+            finished.append(lv)
+        if finished:
+            if state["merged"] is not None:
+                self._split(live, state["merged"])
+                state["merged"] = None
+            for lv in finished:
+                live.remove(lv)
+                lv.gen._finish(lv.error)
+        if not live:
+            return
+        if state["merged"] is None:
+            state["merged"] = _merge_caches(self.handle.model, [lv.cache for lv in live])
+            for lv in live:
+                lv.cache = None
+        self._step(live, state["merged"])
 
     def _stops(self, lv: _Live) -> frozenset[int]:
         return lv.gen.request.stop_ids

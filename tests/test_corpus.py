@@ -140,3 +140,14 @@ def test_texts_to_tokens__packs_with_separator_and_pads_last_row(tok):
     flat = ids[0] + [0] + ids[1] + [0]
     assert rows.shape[1] == 5 and rows.reshape(-1)[: len(flat)].tolist() == flat
     assert (rows.reshape(-1)[len(flat) :] == 0).all()
+
+
+def test_sink_mask__drops_position_zero_and_separators_only_when_asked():
+    import torch
+
+    from saelab.corpus import sink_mask
+
+    tokens = torch.tensor([[0, 5, 6, 0, 7], [0, 0, 8, 9, 1]])
+    assert sink_mask(tokens, 0).tolist() == [[False, True, True, False, True], [False, False, True, True, True]]
+    assert sink_mask(tokens, None).tolist() == [[False, True, True, True, True], [False, True, True, True, True]]
+    assert sink_mask(tokens, 0, first=False)[1].tolist() == [False, False, True, True, True]

@@ -235,3 +235,28 @@ def test_decode_step__same_logits_and_hook_values_as_transformer_lens(tiny_handl
     assert torch.equal(c_tl.previous_attention_mask, c_fast.previous_attention_mask)
     assert decode_step.supports(model, ["blocks.0.hook_resid_post"])
     assert not decode_step.supports(model, ["blocks.0.ln1.hook_normalized"])
+
+
+def test_effective_dtype__bf16_only_where_the_cpu_multiplies_it_natively(tiny_handle, monkeypatch):
+    from saelab.activations import compute_handle
+
+    monkeypatch.setattr(fastpath, "_FAST_BF16", False)
+    assert fastpath.effective_dtype(torch.bfloat16) == torch.float32
+    assert compute_handle(tiny_handle, torch.bfloat16) is tiny_handle  # no private bf16 copy on such a CPU
+    monkeypatch.setattr(fastpath, "_FAST_BF16", True)
+    assert fastpath.effective_dtype(torch.bfloat16) == torch.bfloat16
+    assert compute_handle(tiny_handle, torch.bfloat16).model.cfg.dtype == torch.bfloat16
+    assert fastpath.effective_dtype(torch.float32) == torch.float32
+
+
+def test_engine__a_failed_step_fails_its_requests_and_the_engine_survives(tiny_handle, monkeypatch):
+    from saelab.models import decode_step
+
+    def broken_step(*args, **kwargs):
+        raise RuntimeError("kernel failure")
+
+    monkeypatch.setattr(decode_step, "step", broken_step)
+    with pytest.raises(RuntimeError, match="kernel failure"):
+        run(tiny_handle, DecodeRequest(rows=[[1, 2]], max_new_tokens=5, temperature=0.0))
+    monkeypatch.undo()
+    assert len(run(tiny_handle, DecodeRequest(rows=[[1, 2]], max_new_tokens=5, temperature=0.0))[0]) == 5

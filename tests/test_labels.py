@@ -21,9 +21,10 @@ import torch
 from sae_lens import StandardSAE, StandardSAEConfig
 from safetensors.numpy import save_file
 
+from saelab.corpus import sink_mask
 from saelab.errors import BadInputError, IncompatibleSAEError
 from saelab.features.autolabel import auto_label, label_all
-from saelab.features.detection import detection_scores, heldout_rows, latent_activity, sink_mask, token_presence
+from saelab.features.detection import detection_scores, heldout_rows, latent_activity, token_presence
 from saelab.features.labels import LabelConfig, LabelSet, dashboard_arrays, read_labels, write_labels
 from saelab.features.llm import UNREACHABLE_NOTE, EndpointError, LLMEndpoint, format_contexts, llm_labels
 from saelab.features.store import FORMAT, FORMAT_VERSION, TENSORS, DashboardStore, tensor_shape

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 import saelab
 from saelab.activations import compute_handle
 from saelab.configs import DictConfig
-from saelab.corpus import separator_id
+from saelab.corpus import separator_id, sink_mask
 from saelab.errors import BadInputError, CorruptFileError
 from saelab.features import projection
 from saelab.features.store import (
@@ -364,12 +364,8 @@ def build_dashboards(
     check_fits(sae, handle, hook, loaded.path)
     tokens = _check_tokens(tokens, handle)
     out = Path(out_dir) if out_dir is not None else Path(loaded.path) / DASHBOARD_DIR
-    keep = torch.ones_like(tokens, dtype=torch.bool)
-    if cfg.skip_first_position:
-        keep[:, 0] = False
     sep = separator_id(handle.tokenizer) if cfg.skip_separator and handle.tokenizer is not None else None
-    if sep is not None:
-        keep &= tokens != sep
+    keep = sink_mask(tokens, sep, first=cfg.skip_first_position)
     n_tokens = int(keep.sum())
     if n_tokens == 0:
         raise BadInputError("No token is left to analyse once row starts and separators are skipped.")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from saelab.corpus import separator_id
+from saelab.corpus import separator_id, sink_mask
 from saelab.errors import BadInputError
 from saelab.features.labels import LabelConfig, LatentLabel
 from saelab.hooks import cache_activations
@@ -29,13 +29,6 @@ Progress = Callable[[int, int], None]
 
 
 # ---------------------------------------------------------------- held-out activity
-
-
-def sink_mask(tokens: torch.Tensor, sep_id: int) -> torch.Tensor:
-    """bool [n_seq, seq_len]: True at the positions analysed (not position 0, not a separator)."""
-    keep = tokens != sep_id
-    keep[:, 0] = False
-    return keep
 
 
 def check_tokens(handle: ModelHandle, tokens: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from saelab.corpus import separator_id
+from saelab.corpus import separator_id, sink_mask
 from saelab.errors import BadInputError
 from saelab.hooks import cache_activations
 from saelab.models.handle import ModelHandle
@@ -135,7 +135,7 @@ def analyse_text(
     act = cache_activations(handle, tokens, [hook])[hook]
     with torch.no_grad():  # not inference_mode: the sink rows are zeroed in place below
         f_LD = sae.encode(act.to(device=sae.device, dtype=sae.dtype)).reshape(len(ids), d_sae).float().cpu()
-    sink = torch.tensor([i == 0 or t == sep for i, t in enumerate(ids)])
+    sink = ~sink_mask(torch.tensor([ids]), sep)[0]
     f_LD[sink] = 0.0
 
     pos, lat = torch.nonzero(f_LD, as_tuple=True)

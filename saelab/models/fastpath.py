@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import types
+from pathlib import Path
 
 import torch
 import torch.nn.functional as torch_F
@@ -70,6 +71,40 @@ def relayout(model: torch.nn.Module) -> int:
             param.data = param.data.permute(*perm).contiguous().permute(*inverse)
             moved += 1
     return moved
+
+
+_FAST_BF16: bool | None = None
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Does this CPU multiply bf16 natively (AVX-512 BF16 or AMX)? Read from /proc/cpuinfo, else measured once."""
+    global _FAST_BF16
+    if _FAST_BF16 is None:
+        try:
+            flags = Path("/proc/cpuinfo").read_text().split()
+            _FAST_BF16 = any(f in flags for f in ("avx512_bf16", "amx_bf16"))
+        except OSError:  # not Linux: time a small product in both dtypes
+            import time
+
+            a, b = torch.randn(64, 576), torch.randn(576, 256)
+            t0 = time.perf_counter()
+            a @ b
+            t_fp32 = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            a.bfloat16() @ b.bfloat16()
+            _FAST_BF16 = time.perf_counter() - t0 < 2 * t_fp32
+    return _FAST_BF16
+
+
+def effective_dtype(requested: torch.dtype) -> torch.dtype:
+    """`requested`, except bf16 on a CPU without native bf16, where it is float32.
+
+    Trap: on an AVX2 CPU torch's bf16 matmul runs at ~1 GFLOP/s against ~180 for fp32 (`bench/harvest.py`
+    measures both), so a bf16 harvest or dashboard build would be ~100x slower there, not faster.
+    """
+    if requested == torch.bfloat16 and not cpu_has_fast_bf16():
+        return torch.float32
+    return requested
 
 
 def fast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

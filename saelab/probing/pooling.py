@@ -64,6 +64,8 @@ def encode_texts(tokenizer, texts: list[str], max_tokens: int) -> Encoded:
 
 def iter_batches(enc: Encoded, batch_size: int, device: str | torch.device = "cpu") -> Iterator[Batch]:
     """Length-sorted, right-padded batches covering every text once."""
+    from saelab.corpus import sink_mask
+
     order = np.argsort([len(x) for x in enc.ids], kind="stable")
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
@@ -74,8 +76,7 @@ def iter_batches(enc: Encoded, batch_size: int, device: str | torch.device = "cp
         for b, r in enumerate(rows):
             tokens[b, : len(r)] = torch.tensor(r)
             mask[b, : len(r)] = 1
-        keep = mask.bool().clone()
-        keep[:, 0] = False
+        keep = mask.bool() & sink_mask(tokens, enc.sep)  # real tokens, not position 0 or a separator
         last = torch.tensor([len(r) - 1 for r in rows])
         yield Batch(idx, tokens.to(device), mask.to(device), keep.to(device), last.to(device))
 

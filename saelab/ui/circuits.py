@@ -7,6 +7,7 @@ import json
 import streamlit as st
 
 from saelab.circuits.tasks import CircuitTask, builtin_task, pairs_from_csv
+from saelab.ui.progress import streamlit_bar
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -35,13 +36,5 @@ def run_with_bar(handle, cfg, task: CircuitTask):
     """`run_circuits` with a Streamlit progress bar."""
     from saelab.circuits.run import run_circuits
 
-    bar = st.progress(0, text="Activation patching every head (the reference), then the other methods…")
-
-    def progress(done: int, total: int) -> None:
-        pct = min(100, int(100 * done / max(total, 1)))
-        bar.progress(pct, text=f"Running the methods… {pct}%")
-
-    try:
+    with streamlit_bar("Activation patching every head (the reference), then the other methods") as progress:
         return run_circuits(handle, cfg, task=task, progress=progress)
-    finally:
-        bar.empty()

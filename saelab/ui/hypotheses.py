@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import streamlit as st
-
 from saelab.textsets import TextSet
+from saelab.ui.progress import streamlit_bar
 from saelab.ui.textsets import builtin_set, upload_columns, upload_set  # noqa: F401  (the page reads sets here)
 from saelab.ui.textsets import dataset_names as builtin_names  # noqa: F401
 
@@ -13,16 +12,7 @@ def run_with_bar(cfg, textset: TextSet, endpoint=None, handle=None):
     """`run_hypotheses` with a Streamlit progress bar (embeddings and SAE are cached on disk by the backend)."""
     from saelab.hypotheses import run_hypotheses
 
-    bar = st.progress(0, text="Embedding texts, training the SAE, interpreting latents…")
     stages = [(40, "Embedding texts"), (70, "Training the SAE"), (85, "Interpreting latents"), (90, "Validating"),
               (100, "Bag-of-words baseline")]  # fmt: skip
-
-    def progress(done: int, total: int) -> None:
-        pct = int(100 * done / max(total, 1))
-        label = next((name for limit, name in stages if pct < limit), "Done")
-        bar.progress(min(pct, 100), text=f"{label}… {pct}%")
-
-    try:
+    with streamlit_bar("Embedding texts, training the SAE, interpreting latents…", stages=stages) as progress:
         return run_hypotheses(cfg, textset, progress=progress, endpoint=endpoint, handle=handle)
-    finally:
-        bar.empty()

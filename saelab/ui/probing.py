@@ -7,10 +7,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import streamlit as st
-
 from saelab.reports.render import esc, highlight_tokens, latent_link
 from saelab.textsets import TextSet
+from saelab.ui.progress import streamlit_bar
 from saelab.ui.textsets import builtin_set, dataset_names, upload_columns, upload_set  # noqa: F401  (the page reads sets here)
 
 # The menu's named tasks (issue 5 §1); every other sae-probes set is listed after them.
@@ -44,17 +43,10 @@ def run_with_bar(cfg: Any, textset: TextSet, handle: Any, loaded_sae: Any, label
     """`run_probe` with a progress bar naming the phase."""
     from saelab.probing.run import run_probe
 
-    bar = st.progress(0.0, text="Extracting features…")
-
-    def progress(phase: str, done: int, total: int) -> None:
-        bar.progress(min(1.0, done / max(total, 1)), text=f"{phase}: {done:,} / {total:,}")
-
-    try:
+    with streamlit_bar("Extracting features…") as progress:
         return run_probe(
             cfg, handle=handle, loaded_sae=loaded_sae, textset=textset, latent_labels=labels, progress=progress
         )
-    finally:
-        bar.empty()
 
 
 def latent_tokens(

@@ -23,6 +23,7 @@ from saelab.defaults import features_root, model_spec
 from saelab.errors import BadInputError, SaelabError
 from saelab.sae.catalog import list_saes
 from saelab.storage import DASHBOARD_DIR
+from saelab.ui.progress import streamlit_bar
 
 if TYPE_CHECKING:  # the heavy modules (torch, TransformerLens, SAE-Lens) load in the background
     from saelab.features.store import DashboardStore
@@ -344,14 +345,9 @@ def offer_dashboard_build(sae_path: str, *, broken: bool = False) -> None:
     )
     if not st.button("Build dashboards now", type="primary", key="build_dashboards"):
         return
-    bar = st.progress(0.0, text="Preparing the corpus…")
-
-    def progress(phase: str, done: int, total: int) -> None:
-        frac = done / total if total else 0.0
-        bar.progress(min(max(frac, 0.0), 1.0), text=f"{phase}: {done:,} / {total:,}")
-
     try:
-        build_dashboards_here(sae_path, progress)
+        with streamlit_bar("Preparing the corpus…", keep=True) as progress:
+            build_dashboards_here(sae_path, progress)
     except Exception as err:
         show_error(err)
         return

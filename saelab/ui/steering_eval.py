@@ -12,19 +12,16 @@ import pandas as pd
 import streamlit as st
 
 from saelab.reports.steering_eval_figures import detox_figure, method_table_figure, score_vs_factor_figure
+from saelab.ui.progress import bar_callback
 
 ROOT = Path(__file__).resolve().parents[2]
 SAVED_EVAL = ROOT / "bench" / "results" / "steer_eval.json"
 SAVED_DETOX = ROOT / "bench" / "results" / "detox.json"
 
 
-def progress_bar(label: str) -> Callable[[int, int], None]:
-    bar = st.progress(0.0, text=label)
-
-    def progress(done: int, total: int) -> None:
-        bar.progress(min(1.0, done / max(total, 1)), text=f"{label}: {done}/{total}")
-
-    return progress
+def progress_bar(label: str) -> Callable[..., None]:
+    """A bar that stays on the page (`saelab.ui.progress.bar_callback`)."""
+    return bar_callback(label)
 
 
 def _fmt_p(p: Any) -> str:
