@@ -153,7 +153,9 @@ if stored is not None:
         top3 = [r["latent"] for r in latent_rows[:3]]
         try:
             for row in report.predictions[:n_show]:
-                tokens, acts = ui.latent_tokens(ctx.handle, ctx.loaded, row["text"], top3, report.config["max_tokens"])
+                tokens, acts = ui.latent_tokens(
+                    str(ctx.sae_path), model_spec(), row["text"], tuple(top3), report.config["max_tokens"]
+                )
                 per = [
                     (lat, acts[:, j].tolist(), max(float(acts[:, j].max(initial=0)), 1e-6))
                     for j, lat in enumerate(top3)

@@ -12,7 +12,7 @@ import streamlit as st
 from saelab.errors import BadInputError
 from saelab.reports import render
 from saelab.reports.steering_figures import sweep_figure
-from saelab.steering.generate import MAX_NEW_TOKENS, GenerationConfig, generate, latent_activations, sweep
+from saelab.steering.generate import MAX_NEW_TOKENS, GenerationConfig, generate, sweep
 from saelab.steering.interventions import FORMULAS, MAX_FACTOR, Intervention
 from saelab.steering.presets import Preset, dumps_preset, loads_preset
 from saelab.ui import steering as ui
@@ -230,7 +230,7 @@ else:
             col.text(getattr(result, which)[0] or "(no tokens)")
             continue
         try:
-            vals = latent_activations(handle, loaded, ids, latent, prefix_ids=result.prompt_token_ids[0])
+            vals = ui.latent_values(ctx.sae_path, spec, tuple(ids), latent, tuple(result.prompt_token_ids[0]))
         except Exception as err:
             show_error(err)
             col.text(getattr(result, which)[0])

@@ -7,9 +7,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import streamlit as st
+
 from saelab.reports.render import esc, highlight_tokens, latent_link
 from saelab.textsets import TextSet
 from saelab.ui.progress import streamlit_bar
+from saelab.ui.state import get_model, get_sae
 from saelab.ui.textsets import builtin_set, dataset_names, upload_columns, upload_set  # noqa: F401  (the page reads sets here)
 
 # The menu's named tasks (issue 5 §1); every other sae-probes set is listed after them.
@@ -49,13 +52,18 @@ def run_with_bar(cfg: Any, textset: TextSet, handle: Any, loaded_sae: Any, label
         )
 
 
+@st.cache_data(show_spinner=False, max_entries=256)
 def latent_tokens(
-    handle: Any, loaded_sae: Any, text: str, latents: list[int], max_tokens: int
+    sae_path: str, spec: str, text: str, latents: tuple[int, ...], max_tokens: int
 ) -> tuple[list[str], Any]:
-    """Tokens of `text` and their activations [n_tokens, len(latents)] (tokenised as the probe's features were)."""
+    """Tokens of `text` and their activations [n_tokens, len(latents)] (tokenised as the probe's features were).
+
+    Cached: the page highlights up to 50 examples, and every widget rerun would otherwise repeat their forwards.
+    """
     from saelab.probing.sources import latent_token_activations
 
-    return latent_token_activations(handle, loaded_sae, text, latents, max_tokens=max_tokens)
+    handle, loaded = get_model(spec), get_sae(sae_path, spec)
+    return latent_token_activations(handle, loaded, text, list(latents), max_tokens=max_tokens)
 
 
 def pair_ranking(ctx: Any, data: bytes, col_a: str, col_b: str, seed: int) -> dict[str, Any]:

@@ -64,6 +64,15 @@ def sae_direction(sae_path: str, latent: int, spec: str):
     return sae_latent_direction(get_sae(sae_path, spec), latent, handle=get_model(spec))
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def latent_values(sae_path: str, spec: str, ids: tuple[int, ...], latent: int, prefix: tuple[int, ...]) -> list[float]:
+    """A latent's activation on each generated token, read in context; cached so that widget reruns after a
+    generation do not repeat the two forwards."""
+    from saelab.steering.sources import latent_activations
+
+    return latent_activations(get_model(spec), get_sae(sae_path, spec), list(ids), latent, prefix_ids=list(prefix))
+
+
 def latent_examples(store: Any, latent: int, decode, n: int = 20) -> list[str]:
     """Texts of the latent's top dashboard contexts (its concept examples for the judge)."""
     if store is None:
