@@ -97,10 +97,14 @@ def test_request__bad_rows_and_hooks_are_refused():
 
 
 def _steer_jobs(direction):
+    # Greedy: a batch of another size may change logits in the last bit, which can move an inverse-CDF draw
+    # on the tiny model's near-uniform distribution; an argmax it does not move. Cross-talk (hooks on the
+    # wrong rows: ±20 × max_act) changes the argmax at once.
+    greedy = {"temperature": 0.0}
     return [
-        (PROMPTS[:2], [Intervention("add", direction, 20.0)], GenerationConfig(max_new_tokens=12, seed=1)),
-        (PROMPTS[2:3], [Intervention("add", direction, -20.0)], GenerationConfig(max_new_tokens=16, seed=2)),
-        (PROMPTS[1:4], [Intervention("ablate", direction)], GenerationConfig(max_new_tokens=9, seed=3, top_p=0.8)),
+        (PROMPTS[:2], [Intervention("add", direction, 20.0)], GenerationConfig(max_new_tokens=12, seed=1, **greedy)),
+        (PROMPTS[2:3], [Intervention("add", direction, -20.0)], GenerationConfig(max_new_tokens=16, **greedy)),
+        (PROMPTS[1:4], [Intervention("ablate", direction)], GenerationConfig(max_new_tokens=9, **greedy)),
         (PROMPTS[3:4], [], GenerationConfig(max_new_tokens=14, seed=4, temperature=0.0)),
     ]
 
