@@ -136,16 +136,14 @@ def show_latent(latent: int) -> None:
         return
 
     meta = store.meta
-    label_entry = None
-    raw_labels = store.labels()
-    if raw_labels and latent < len(raw_labels.get("latents", [])):
-        label_entry = raw_labels["latents"][latent]
+    label_set = store.labels()  # a LabelSet (saelab.features.labels) or None
+    label_entry = label_set[latent] if label_set is not None and latent < len(label_set) else None
 
     # ---------------------------------------------------------------- header
     # Heading, figures and the label's provenance are one HTML element: on a 2-core CPU every Streamlit
     # element costs the browser milliseconds, and a latent switch redraws all of them.
     label = labels.get(latent) or None
-    proxy = bool(raw_labels and raw_labels.get("proxy"))
+    proxy = bool(label_set is not None and label_set.proxy)
     tip = "An automatic proxy label: tokens and contexts that drive the latent, not a human reading." if proxy else None
     formulas = meta.get("formulas", {})
     stats = [
@@ -154,29 +152,30 @@ def show_latent(latent: int) -> None:
         ("Mean activation (when firing)", f"{float(dash.mean_act):.3g}", formulas.get("mean_act")),
     ]
     details = ""
-    if label_entry and label_entry.get("detection_balanced_accuracy") is not None:
-        formula = (raw_labels or {}).get("formula") or "balanced accuracy of the label's detection rule"
+    if label_entry is not None and label_entry.detection_balanced_accuracy is not None:
+        formula = label_set.formula or "balanced accuracy of the label's detection rule"
         stats.append(
             (
                 "Detection score",
-                f"{float(label_entry['detection_balanced_accuracy']):.2f}",
+                f"{float(label_entry.detection_balanced_accuracy):.2f}",
                 f"Balanced accuracy on held-out rows: {formula}",
             )
         )
         details = render.details_html(
             "How the label was made and scored",
-            f"Method: <code>{render.esc(raw_labels.get('method', '?'))}</code> · F1 "
-            f"{float(label_entry.get('detection_f1') or 0):.2f} · {int(label_entry.get('n_pos') or 0):,} positive and "
-            f"{int(label_entry.get('n_neg') or 0):,} negative held-out examples.<pre>{render.esc(formula)}</pre>",
+            f"Method: <code>{render.esc(label_set.method)}</code> · F1 "
+            f"{float(label_entry.detection_f1 or 0):.2f} · {int(label_entry.n_pos):,} positive and "
+            f"{int(label_entry.n_neg):,} negative held-out examples.<pre>{render.esc(formula)}</pre>",
         )
     else:
-        why = (label_entry or {}).get("note") or "no label score for this latent"
+        why = (label_entry.note if label_entry is not None else "") or "no label score for this latent"
         stats.append(("Detection score", "—", f"Not scored: {why}."))
-    llm = ((raw_labels or {}).get("llm") or {}).get("latents", {}).get(str(latent))
+    llm_set = (label_set.llm if label_set is not None else None) or {}
+    llm = (llm_set.get("latents") or {}).get(str(latent))
     if llm and llm.get("label"):
         acc = llm.get("detection_balanced_accuracy")
         details += render.details_html(
-            f"LLM label ({(raw_labels.get('llm') or {}).get('model', 'endpoint')}): {llm['label'][:80]}",
+            f"LLM label ({llm_set.get('model', 'endpoint')}): {llm['label'][:80]}",
             f"{render.esc(llm['label'])}<br>Detection score (same rows and formula as the proxy label): "
             + (f"{float(acc):.2f}" if acc is not None else "—"),
         )

@@ -40,7 +40,8 @@ except BadInputError as err:
     url_latent = None
 
 if url_latent is not None:
-    proxy_label = bool(ctx.store is not None and (ctx.store.labels() or {}).get("proxy"))
+    label_set = ctx.store.labels() if ctx.store is not None else None
+    proxy_label = bool(label_set is not None and label_set.proxy)
     st.html(render.heading_html(url_latent, ctx.labels.get(url_latent) or None, proxy=proxy_label))
     st.page_link(
         "pages/explorer.py",

@@ -197,9 +197,12 @@ def test_build__keeps_labels_of_the_same_sae(built, tiny_handle, tmp_path):
     out, cfg = tmp_path / "dash", DashboardConfig(**CFG, projection="pca")
     build_dashboards(tiny_handle, built["loaded"], built["tokens"][:5], cfg, out_dir=out)
     assert DashboardStore(out).labels() is None
-    (out / LABELS_FILE).write_text('{"0": "a label"}')
+    from saelab.features.labels import LabelSet, LatentLabel
+
+    kept = LabelSet(latents=[LatentLabel(label="a label", token_ids=[], kind="none")])
+    (out / LABELS_FILE).write_text(json.dumps(kept.to_dict()))
     build_dashboards(tiny_handle, built["loaded"], built["tokens"][5:10], cfg, out_dir=out)
-    assert DashboardStore(out).labels() == {"0": "a label"}
+    assert DashboardStore(out).labels() == kept
     meta = json.loads((out / META_FILE).read_text())
     meta["sae"]["fingerprint"] = "another sae"
     (out / META_FILE).write_text(json.dumps(meta))

@@ -8,6 +8,7 @@ embedding: latent 0 is W_E[' Paris'] / |W_E[' Paris']| with a bias of −0.8 |W_
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import threading
@@ -270,7 +271,7 @@ def test_write_labels__round_trips_atomically_and_store_reads_it(planted, tmp_pa
     assert data["method"] == "contrastive-tokens" and data["proxy"] is True and "PROXY" in data["formula"]
     assert data["latents"][0]["label"] == "tokens: ' Paris'" and data["latents"][0]["token_ids"] == [PARIS]
     assert data["detection"]["n_rows"] == planted["rows"].shape[0]
-    assert DashboardStore(sae_dir).labels()["latents"][0]["detection_balanced_accuracy"] == 1.0
+    assert DashboardStore(sae_dir).labels()[0].detection_balanced_accuracy == 1.0
 
     before = path.read_bytes()
     broken = LabelSet(latents=labels.latents, provenance={"bad": float("nan")})
@@ -393,3 +394,16 @@ def test_format_contexts__marks_peak_tokens(tiny_handle):
     tt = np.array([[260, PARIS, -1]], dtype=np.int32)
     ta = np.array([[0.1, 2.0, 0.0]], dtype=np.float32)
     assert format_contexts(tt, ta, tiny_handle.tokenizer) == "1.  the<< Paris>>"
+
+
+def test_store_labels__typed_label_set_and_a_clear_error_for_a_foreign_file(planted, tmp_path):
+    from saelab.errors import CorruptFileError
+
+    sae_dir = write_dashboards(tmp_path, *planted_dashboards(np.arange(1000, 1300), np.random.default_rng(3)))
+    path = write_labels(sae_dir, planted["labels"])
+    store = DashboardStore(sae_dir)
+    assert isinstance(store.labels(), LabelSet) and store.labels()[0].label == "tokens: ' Paris'"
+    path.write_text('{"0": "not a label set"}')
+    os.utime(path, (1, 1))  # a new mtime: the store re-reads
+    with pytest.raises(CorruptFileError):
+        store.labels()

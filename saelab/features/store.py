@@ -13,13 +13,16 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
 from saelab.errors import BadInputError, CorruptFileError
 from saelab.storage import DASHBOARD_DIR, read_json
+
+if TYPE_CHECKING:
+    from saelab.features.labels import LabelSet
 
 FORMAT = "saelab.dashboards"
 FORMAT_VERSION = 1
@@ -223,8 +226,13 @@ class DashboardStore:
                     raise CorruptFileError(f"{self.path / LATENTS_FILE} is unreadable ({err}).") from err
             return self._summary
 
-    def labels(self) -> Any | None:
-        """The contents of `labels.json`, or None when there is none (re-read when the file changes)."""
+    def labels(self) -> LabelSet | None:
+        """`labels.json` as a `LabelSet`, or None when there is none (re-read when the file changes).
+
+        A file that is not a label set raises `CorruptFileError`.
+        """
+        from saelab.features.labels import LabelSet
+
         path = self.path / LABELS_FILE
         try:
             mtime = path.stat().st_mtime
@@ -232,7 +240,7 @@ class DashboardStore:
             return None
         with self._lock:
             if self._labels is None or self._labels[0] != mtime:
-                self._labels = (mtime, read_json(path))
+                self._labels = (mtime, LabelSet.from_dict(read_json(path)))
             return self._labels[1]
 
 

@@ -203,8 +203,8 @@ def _label_lookup(cfg: ProbeConfig, latent_labels: dict[int, str] | None) -> dic
         path = cfg.sae_path or str(_default_sae_dir())
         if not DashboardStore.exists(path):
             return {}
-        labels = DashboardStore(path).labels() or {}
-        return {i: str(e.get("label") or "") for i, e in enumerate(labels.get("latents", [])) if e}
+        labels = DashboardStore(path).labels()
+        return {i: lab.label for i, lab in enumerate(labels.latents)} if labels is not None else {}
     except Exception as err:  # labels are a nicety; the probe's numbers do not depend on them
         log.warning("latent labels unavailable: %s", err)
         return {}

@@ -273,8 +273,7 @@ def _latent_labels(loaded) -> dict[int, str]:
         labels = DashboardStore(loaded.path).labels() if DashboardStore.exists(loaded.path) else None
     except Exception:  # labels are decoration here; a broken file must not stop the run
         return {}
-    entries = (labels or {}).get("latents", []) if isinstance(labels, dict) else []
-    return {i: e.get("label") for i, e in enumerate(entries) if isinstance(e, dict)}
+    return {i: lab.label for i, lab in enumerate(labels.latents)} if labels is not None else {}
 
 
 __all__ = ["DETOX_DATASET", "DetoxConfig", "DetoxResult", "rank_toxic_latents", "run_detox"]

@@ -228,9 +228,9 @@ def dashboards_exist(sae_path: str) -> bool:
 def label_map(store: DashboardStore) -> dict[int, str]:
     """latent → label text from the store's labels.json ({} when there are no labels)."""
     labels = store.labels()
-    if not labels:
+    if labels is None:
         return {}
-    return {i: str(entry.get("label") or "") for i, entry in enumerate(labels.get("latents", [])) if entry}
+    return {i: lab.label for i, lab in enumerate(labels.latents)}
 
 
 _DECODE_MEMOS: dict[int, dict[int, str]] = {}
