@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     ("models", ("saelab.models",)),
-    ("hooks", ("saelab.hooks", "saelab.decode")),
+    ("hooks", ("saelab.hooks", "saelab.batching", "saelab.decode")),
     ("activations", ("saelab.activations",)),
     ("sae", ("saelab.sae",)),
     ("features", ("saelab.features",)),
