@@ -6,8 +6,9 @@ from saelab.errors import SaelabError
 from saelab.steering.concepts import CONCEPTS, DEFAULT_CONCEPTS, INSTRUCTIONS
 from saelab.steering.detox import DetoxConfig, run_detox
 from saelab.steering.evaluate import AXBENCH_FACTORS, BASELINES, STEER_METHODS, EvalConfig, run_eval
+from saelab.ui.progress import bar_callback
 from saelab.ui.state import current_sae_path, get_model, get_sae, show_error
-from saelab.ui.steering_eval import SAVED_DETOX, SAVED_EVAL, load_saved, progress_bar, show_detox, show_eval
+from saelab.ui.steering_eval import SAVED_DETOX, SAVED_EVAL, load_saved, show_detox, show_eval
 
 st.title("Steering evaluation")
 st.caption(
@@ -60,7 +61,7 @@ with run_tab:
                 endpoint_model=model_name.strip() or None,
             )
             st.caption(f"{cfg.n_rows()} continuations of {cfg.max_new_tokens} tokens to generate and judge.")
-            result = run_eval(handle, loaded, cfg, progress=progress_bar("Generating and judging"))
+            result = run_eval(handle, loaded, cfg, progress=bar_callback("Generating and judging"))
             st.session_state["steer_eval_result"] = result.to_dict()
         except Exception as err:  # the app keeps running; the message says what to change
             show_error(err)
@@ -95,7 +96,7 @@ with detox_tab:
                 n_prompts=int(n_prompts),
                 max_new_tokens=int(d_tokens),
             )
-            detox = run_detox(handle, loaded, dcfg, progress=progress_bar("Detox tiers"))
+            detox = run_detox(handle, loaded, dcfg, progress=bar_callback("Detox tiers"))
             st.session_state["detox_result"] = detox.to_dict()
         except Exception as err:
             show_error(err)

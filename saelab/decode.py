@@ -56,8 +56,9 @@ log = logging.getLogger(__name__)
 class Generation:
     """A submitted request: stream its tokens, wait for its result, or cancel it."""
 
-    def __init__(self, request: DecodeRequest) -> None:
+    def __init__(self, request: DecodeRequest, streaming: bool = False) -> None:
         self.request = request
+        self.streaming = streaming  # only then does the engine copy each step's tokens into `stream()`'s queue
         self.out: list[list[int]] = [[] for _ in request.rows]
         self._events: queue.Queue = queue.Queue()
         self._done = threading.Event()
@@ -102,6 +103,8 @@ class Generation:
 
     # ---- engine side
     def _publish(self, grown: list[int]) -> None:
+        if not self.streaming:
+            return
         self._events.put({i: list(self.out[i]) for i in grown})
 
     def _finish(self, error: BaseException | None = None) -> None:
@@ -187,8 +190,8 @@ class DecodeEngine:
         self.fast_steps = 0  # of which through `saelab.models.decode_step`
         self.max_batch_rows = 0  # the most rows one decode forward carried
 
-    def submit(self, request: DecodeRequest) -> Generation:
-        gen = Generation(request)
+    def submit(self, request: DecodeRequest, streaming: bool = False) -> Generation:
+        gen = Generation(request, streaming)
         with self._cv:
             self._pending.append(gen)
             if self._thread is None or not self._thread.is_alive():
@@ -239,7 +242,7 @@ class DecodeEngine:
         for lv in live:
             if lv.error is None and not lv.gen.cancelled:
                 try:
-                    if not lv.sample(self._stops(lv)):
+                    if not lv.sample(lv.gen.request.stop_ids):
                         continue
                 except Exception as err:
                     lv.error = err
@@ -258,9 +261,6 @@ class DecodeEngine:
             for lv in live:
                 lv.cache = None
         self._step(live, state["merged"])
-
-    def _stops(self, lv: _Live) -> frozenset[int]:
-        return lv.gen.request.stop_ids
 
     def _prefill(self, gen: Generation) -> _Live:
         req = gen.request
@@ -318,9 +318,9 @@ def engine_for(handle: ModelHandle) -> DecodeEngine:
         return handle.engine
 
 
-def submit(handle: ModelHandle, request: DecodeRequest) -> Generation:
-    """Join the model's running batch with `request` (see the module docstring)."""
-    return engine_for(handle).submit(request)
+def submit(handle: ModelHandle, request: DecodeRequest, streaming: bool = False) -> Generation:
+    """Join the model's running batch with `request`; `streaming` makes `Generation.stream()` yield its tokens."""
+    return engine_for(handle).submit(request, streaming)
 
 
 def run(
@@ -333,7 +333,7 @@ def run(
     If this thread stops (an exception from `on_step`, e.g. a Streamlit session that went away), the
     request is cancelled so its rows leave the batch.
     """
-    gen = submit(handle, request)
+    gen = submit(handle, request, streaming=on_step is not None)
     try:
         if on_step is None:
             return gen.result()

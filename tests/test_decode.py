@@ -118,7 +118,7 @@ def test_engine__four_concurrent_sessions_join_one_batch_and_get_their_solo_outp
     engine.max_batch_rows = 0
     submitted = []
     real_submit = engine.submit
-    monkeypatch.setattr(engine, "submit", lambda req: submitted.append(req) or real_submit(req))
+    monkeypatch.setattr(engine, "submit", lambda req, *a: submitted.append(req) or real_submit(req, *a))
     together: list = [None] * len(jobs)
     errors: list[BaseException] = []
 

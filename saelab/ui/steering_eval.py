@@ -4,7 +4,6 @@ fresh run and a loaded result file, and a progress callback that drives an `st.p
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,16 +11,10 @@ import pandas as pd
 import streamlit as st
 
 from saelab.reports.steering_eval_figures import detox_figure, method_table_figure, score_vs_factor_figure
-from saelab.ui.progress import bar_callback
 
 ROOT = Path(__file__).resolve().parents[2]
 SAVED_EVAL = ROOT / "bench" / "results" / "steer_eval.json"
 SAVED_DETOX = ROOT / "bench" / "results" / "detox.json"
-
-
-def progress_bar(label: str) -> Callable[..., None]:
-    """A bar that stays on the page (`saelab.ui.progress.bar_callback`)."""
-    return bar_callback(label)
 
 
 def _fmt_p(p: Any) -> str:
