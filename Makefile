@@ -21,7 +21,8 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $@
 
-# Serves on 127.0.0.1 only (ADDRESS=0.0.0.0 to serve a network). No file watcher: Streamlit's watcher also walks
+# Serves on 127.0.0.1 only (ADDRESS=0.0.0.0 to serve a network: see "Trust model" in README.md for
+# SAELAB_ALLOWED_ROOTS and SAELAB_ALLOWED_HOSTS). No file watcher: Streamlit's watcher also walks
 # .venv and polled source files from two threads, taking CPU from the model on a 2-core machine.
 app: setup
 	$(VENV)/bin/streamlit run app.py --server.headless true --server.port $(PORT) --server.address $(ADDRESS) \

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from saelab.ui.state import prefetch, wait_for_imports
+from saelab.ui.jobs import jobs_panel
+from saelab.ui.loader import prefetch, wait_for_imports
 
 st.set_page_config(page_title="SAE Lab", page_icon="🔬", layout="wide")
 
@@ -28,6 +29,7 @@ for path, title, icon, slug in [
     if (_ROOT / path).exists():
         pages.append(st.Page(path, title=title, icon=icon, url_path=slug))
 page = st.navigation(pages)
+jobs_panel()  # heavy jobs of every session (queued, running, last finished), on every page
 if page.title != overview.title:
     wait_for_imports()  # the Overview reads JSON only; every other page imports torch & co. after the loader
 try:

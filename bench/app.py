@@ -227,7 +227,7 @@ def main() -> None:
         "playwright round trip: the same switch seen from the test driver, polling every 100 ms (up to 100 ms late)",
         "generate click: steering page on latent 0, 64 new tokens, a new seed per click; from the click to Streamlit "
         "idle (unsteered and steered text streamed, then the latent's activations read back), polled every 250 ms",
-        "the server freezes the loaded model's objects out of the cyclic GC (saelab/ui/state.py); before that, "
+        "the server freezes the loaded model's objects out of the cyclic GC (saelab/ui/loader.py); before that, "
         "Streamlit's full collection after each script run stalled a switch by ~270 ms",
     ]
     write_results("app", figures, ratios, notes, config=vars(a))

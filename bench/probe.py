@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from common import write_results
 
+from saelab.activations.text_batches import encode_texts
 from saelab.models import load_model
-from saelab.probing.pooling import encode_texts
-from saelab.probing.sources import SourceParams, extract_features
+from saelab.probing.feature_sources import SourceParams, extract_features
 from saelab.textsets import from_builtin
 
 

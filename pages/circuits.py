@@ -7,13 +7,13 @@ from saelab.circuits.evaluate import FORMULAS
 from saelab.circuits.methods import METHODS
 from saelab.circuits.run import REFERENCE, CircuitConfig
 from saelab.circuits.tasks import BUILTIN_TASKS, CSV_COLUMNS, METRICS
-from saelab.errors import SaelabError
 from saelab.reports.circuits import export_bytes, summary_rows
 from saelab.reports.circuits_figures import agreement_scatter, circuit_graph, heatmaps, prompt_metrics
+from saelab.reports.render import md_esc
 from saelab.ui import circuits as circ_ui
-from saelab.ui.state import ensure_app_navigation, get_model, show_error
+from saelab.ui.errors import show_error
+from saelab.ui.loader import get_model
 
-ensure_app_navigation()
 st.title("Circuits")
 st.caption(
     "Which attention heads does the model use for a task? Discrete SAE codes (O'Neill & Bui 2024: one ReLU+L1 SAE "
@@ -41,17 +41,17 @@ try:
             task = circ_ui.uploaded(upload.getvalue(), upload.name.rsplit(".", 1)[0], metric)
             if len(task.pairs) > n_prompts:
                 task = task.subset(range(n_prompts))
-except SaelabError as err:
+except Exception as err:
     show_error(err)
 
 check = None
 if task is not None:
-    st.caption(f"**{task.name}**: {task.description} Metric: {METRICS[task.metric].formula}; "
+    st.caption(f"**{md_esc(task.name)}**: {md_esc(task.description)} Metric: {METRICS[task.metric].formula}; "
                f"{METRICS[task.metric].solved}.")  # fmt: skip
     try:
         handle = get_model()
         check = circ_ui.check(handle, handle.name, task)
-    except SaelabError as err:
+    except Exception as err:
         show_error(err)
 if check is not None:
     c1, c2 = st.columns(2)
@@ -87,7 +87,7 @@ if st.button("Find the circuit", type="primary", disabled=check is None, key="ci
         cfg = CircuitConfig(task=task.name, methods=methods, n_prompts=len(task.pairs), seed=seed, top_frac=top_frac,
                             n_repeats=repeats, subset_size=subset, d_sae=d_sae, l1=l1, epochs=epochs)  # fmt: skip
         st.session_state["circ_result"] = circ_ui.run_with_bar(get_model(), cfg, task)
-    except SaelabError as err:
+    except Exception as err:
         show_error(err)
 
 result = st.session_state.get("circ_result")

@@ -10,18 +10,14 @@ only the panel, not the search boxes above it, which keeps a switch within the 3
 import pandas as pd
 import streamlit as st
 
+from saelab.defaults import model_spec
 from saelab.features.search import search_labels, search_token
 from saelab.reports import figures, render
-from saelab.ui.state import (
-    MAX_PROMPT_CHARS,
-    analyse,
-    model_spec,
-    open_features,
-    prompt_token_cap,
-    query_latent,
-    show_error,
-    token_decoder,
-)
+from saelab.ui import explorer as panel
+from saelab.ui.errors import show_error
+from saelab.ui.feature_context import open_features
+from saelab.ui.latents import query_latent
+from saelab.ui.prompt import MAX_PROMPT_CHARS, analyse, prompt_token_cap, token_decoder
 
 st.title("Feature Explorer")
 ctx = open_features()
@@ -135,68 +131,14 @@ def show_latent(latent: int) -> None:
         show_error(err)
         return
 
-    meta = store.meta
-    label_set = store.labels()  # a LabelSet (saelab.features.labels) or None
-    label_entry = label_set[latent] if label_set is not None and latent < len(label_set) else None
-
-    # ---------------------------------------------------------------- header
     # Heading, figures and the label's provenance are one HTML element: on a 2-core CPU every Streamlit
     # element costs the browser milliseconds, and a latent switch redraws all of them.
-    label = labels.get(latent) or None
-    proxy = bool(label_set is not None and label_set.proxy)
-    tip = "An automatic proxy label: tokens and contexts that drive the latent, not a human reading." if proxy else None
-    formulas = meta.get("formulas", {})
-    stats = [
-        ("Density", f"{float(dash.density):.3%}", formulas.get("density", "share of tokens with act > 0")),
-        ("Max activation", f"{float(dash.max_act):.3g}", None),
-        ("Mean activation (when firing)", f"{float(dash.mean_act):.3g}", formulas.get("mean_act")),
-    ]
-    details = ""
-    if label_entry is not None and label_entry.detection_balanced_accuracy is not None:
-        formula = label_set.formula or "balanced accuracy of the label's detection rule"
-        stats.append(
-            (
-                "Detection score",
-                f"{float(label_entry.detection_balanced_accuracy):.2f}",
-                f"Balanced accuracy on held-out rows: {formula}",
-            )
-        )
-        details = render.details_html(
-            "How the label was made and scored",
-            f"Method: <code>{render.esc(label_set.method)}</code> · F1 "
-            f"{float(label_entry.detection_f1 or 0):.2f} · {int(label_entry.n_pos):,} positive and "
-            f"{int(label_entry.n_neg):,} negative held-out examples.<pre>{render.esc(formula)}</pre>",
-        )
-    else:
-        why = (label_entry.note if label_entry is not None else "") or "no label score for this latent"
-        stats.append(("Detection score", "—", f"Not scored: {why}."))
-    llm_set = (label_set.llm if label_set is not None else None) or {}
-    llm = (llm_set.get("latents") or {}).get(str(latent))
-    if llm and llm.get("label"):
-        acc = llm.get("detection_balanced_accuracy")
-        details += render.details_html(
-            f"LLM label ({llm_set.get('model', 'endpoint')}): {llm['label'][:80]}",
-            f"{render.esc(llm['label'])}<br>Detection score (same rows and formula as the proxy label): "
-            + (f"{float(acc):.2f}" if acc is not None else "—"),
-        )
-    st.html(
-        render.heading_html(latent, label, proxy=proxy, tooltip=tip)
-        + render.stats_html(stats)
-        + details
-        + '<p style="color:#6c757d;font-size:.85em;margin:2px 0">'
-        + render.esc(
-            f"Dashboards computed over {int(meta.get('n_tokens', 0)):,} tokens"
-            + (f" of {meta['model'].get('name')}" if isinstance(meta.get("model"), dict) else "")
-            + (f" at {meta['hook']}" if meta.get("hook") else "")
-            + "."
-        )
-        + "</p>"
-    )
+    st.html(panel.header_html(store, dash, latent, labels))
     st.page_link(
         "pages/steering.py", label=f"Steer with latent {latent}", icon="🎛️", query_params={"latent": str(latent)}
     )
 
-    ctx_left = int(dash.ctx_left)
+    formulas = store.meta.get("formulas", {})
     max_act = float(dash.max_act)
     if max_act <= 0:
         st.warning("This latent never fired on the dashboard tokens (dead latent): there are no examples to show.")
@@ -205,38 +147,14 @@ def show_latent(latent: int) -> None:
     left, right = st.columns([3, 2])
     with left:
         st.subheader("Top activating contexts")
-        rows = []
-        for tokens, acts in zip(dash.top_tokens, dash.top_acts):
-            if (tokens >= 0).sum() == 0 or float(acts.max()) <= 0:
-                continue
-            value = float(acts[ctx_left])
-            rows.append(
-                f'<div style="display:flex;gap:8px"><code style="min-width:4em">{value:.3g}</code>'
-                f"{render.context_html(tokens, acts, max_act, decode, centre=ctx_left)}</div>"
-            )
-        st.html("".join(rows) if rows else "<i>No activating contexts.</i>")
+        st.html(panel.top_contexts_html(dash, decode))
 
         # A toggle, not an expander: an expander's content is sent and drawn even while closed, and these
         # samples are most of the page's tokens.
         if st.toggle("Samples across the activation range", key="explorer_intervals"):
             if formulas.get("intervals"):
                 st.caption(formulas["intervals"])
-            blocks = []  # one HTML element for all intervals: far cheaper to send and draw than one per interval
-            for i in reversed(range(len(dash.q_bounds))):
-                lo, hi = (float(x) for x in dash.q_bounds[i])
-                frac = float(dash.q_frac[i])
-                if frac <= 0:
-                    continue
-                shown = [
-                    render.context_html(t, a, max_act, decode, centre=ctx_left)
-                    for t, a in zip(dash.q_tokens[i], dash.q_acts[i])
-                    if (t >= 0).any()
-                ]
-                blocks.append(
-                    f"<p style='margin:8px 0 2px'><b>Interval {lo:.3g}–{hi:.3g}</b>, contains {frac:.1%} of the "
-                    f"firing tokens</p>" + ("".join(shown) or "<i>no samples</i>")
-                )
-            st.html("".join(blocks) or "<i>No samples.</i>")
+            st.html(panel.intervals_html(dash, decode))  # one element for all intervals: far cheaper to draw
 
     with right:
         st.html(
@@ -254,7 +172,7 @@ def show_latent(latent: int) -> None:
     neg.html(render.logit_list_html(dash.logit_neg_ids, dash.logit_neg_vals, decode, positive=False))
     with near:
         # One pills widget rather than a button per neighbour: fewer elements to redraw on each switch.
-        nbrs = {int(o): float(c) for o, c in zip(dash.nbr_ids, dash.nbr_cos) if int(o) >= 0}
+        nbrs = panel.neighbours(dash)
         key = f"nbr_{latent}"
         st.pills(
             "Nearest latents (decoder cosine)",

@@ -3,16 +3,16 @@
 import pandas as pd
 import streamlit as st
 
-from saelab.errors import SaelabError
 from saelab.hypotheses import HypothesisConfig
 from saelab.hypotheses.results import PROXY_NOTE
 from saelab.hypotheses.run import required_texts
 from saelab.reports.hypotheses import examples_html, export_bytes
 from saelab.reports.hypotheses_figures import effect_sizes
+from saelab.reports.render import md_esc
 from saelab.ui import hypotheses as hyp_ui
-from saelab.ui.state import ensure_app_navigation, get_model, show_error
+from saelab.ui.errors import show_error
+from saelab.ui.loader import get_model
 
-ensure_app_navigation()
 st.title("Hypotheses")
 st.caption(
     "HypotheSAEs (Movva et al. 2025), offline: embed each text, train a Top-K SAE on the embeddings, pick the "
@@ -40,14 +40,14 @@ try:
             target_col = c2.selectbox("Target column", cols, index=min(1, len(cols) - 1), key="hyp_target_col")
             kind = c3.selectbox("Target kind", ["auto", "binary", "multiclass", "numeric"], key="hyp_kind")
             textset = hyp_ui.upload_set(data, text_col, target_col, kind, seed)
-except SaelabError as err:
+except Exception as err:
     show_error(err)
 
 if textset is not None:
-    classes = f" · classes {', '.join(textset.classes[:10])}" if textset.classes else ""
+    classes = f" · classes {md_esc(', '.join(textset.classes[:10]))}" if textset.classes else ""
     st.caption(f"{len(textset):,} texts · target {textset.kind}{classes}")
     for note in textset.notes:
-        st.caption(f"ℹ️ {note}")
+        st.caption(f"ℹ️ {md_esc(note, 1000)}")
 
 with st.expander("Settings"):
     c1, c2, c3 = st.columns(3)
@@ -81,14 +81,14 @@ if st.button("Generate and test hypotheses", type="primary", disabled=textset is
             endpoint = LLMEndpoint(llm_url.strip(), llm_model.strip() or "default", timeout=10)
         handle = get_model() if embedding == "lm" else None
         st.session_state["hyp_result"] = hyp_ui.run_with_bar(cfg, textset, endpoint, handle)
-    except SaelabError as err:
+    except Exception as err:
         show_error(err)
 
 result = st.session_state.get("hyp_result")
 if result is not None:
     for note in result.notes:
         if note != PROXY_NOTE:
-            st.warning(note)
+            st.warning(md_esc(note, 1000))
     fit = "AUC" if result.binary else "R²"
     cols = st.columns(4)
     cols[0].metric("SAE: significant", f"{result.sae_method.n_significant}/{len(result.sae_method.hypotheses)}")
@@ -120,17 +120,7 @@ if result is not None:
         with col:
             st.subheader(title)
             st.caption(method.summary())
-            table = pd.DataFrame(
-                [
-                    {
-                        "#": h.rank, "hypothesis": h.label + (" (PROXY)" if h.proxy else ""), "coef": h.coefficient,
-                        "p": h.p_value, "significant": h.significant, "prevalence": h.prevalence,
-                        "separation": h.separation, "CI low": h.ci_low, "CI high": h.ci_high,
-                    }
-                    for h in method.hypotheses
-                ]
-            )  # fmt: skip
-            st.dataframe(table, hide_index=True, width="stretch")
+            st.dataframe(pd.DataFrame(hyp_ui.hypothesis_rows(method)), hide_index=True, width="stretch")
             for note in method.notes:
                 st.caption(f"ℹ️ {note}")
     st.subheader("Held-out examples, evidence highlighted")

@@ -5,11 +5,15 @@ the background (app.py starts that); the model line fills in when loading ends.
 """
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
+from saelab.defaults import model_spec
+from saelab.reports.figures import density_histogram
+from saelab.reports.render import md_esc
 from saelab.sae.catalog import read_folder_json
-from saelab.ui.state import available_saes, current_sae_path, get_model, model_ready, model_spec, show_error
+from saelab.ui.errors import show_error
+from saelab.ui.loader import get_model, model_ready
+from saelab.ui.sae_choice import available_saes, current_sae_path, user_sae_path
 
 st.title("SAE Lab")
 st.caption("An offline workbench for sparse-autoencoder features of a real language model.")
@@ -45,9 +49,12 @@ with st.sidebar:
     if options:
         choice = st.selectbox("Shipped SAEs", options, format_func=lambda p: p.split("/")[-1])
         st.session_state["sae_path"] = choice
-    custom = st.text_input("…or a path to an SAE-Lens folder", placeholder="/path/to/sae")
+    custom = st.text_input("…or a path to an SAE-Lens folder", placeholder="/path/to/sae", max_chars=4096)
     if custom.strip():
-        st.session_state["sae_path"] = custom.strip()
+        try:
+            st.session_state["sae_path"] = user_sae_path(custom)
+        except Exception as err:
+            show_error(err)
 
 path = current_sae_path()
 if path is None:
@@ -61,10 +68,10 @@ for message in info["errors"]:
     st.warning(message)
 c, meta, ev = info["cfg"], info["meta"], info["eval"]
 if c is None:
-    st.error(f"`{path}` is not an SAE-Lens folder (no readable cfg.json). Choose another in the sidebar.")
+    st.error(f"{md_esc(path)} is not an SAE-Lens folder (no readable cfg.json). Choose another in the sidebar.")
     st.stop()
 st.markdown(
-    f"`{path}` · {c.get('d_in', '?')} → {c.get('d_sae', '?')} latents · "
+    f"{md_esc(path)} · {c.get('d_in', '?')} → {c.get('d_sae', '?')} latents · "
     + (
         f"architecture **{meta.get('architecture', '?')}** · hook `{meta.get('hook', '?')}` · "
         f"trained on {int(meta.get('tokens_seen') or 0):,} tokens"
@@ -87,13 +94,6 @@ st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
 edges, counts = ev.get("density_hist_edges"), ev.get("density_hist_counts")
 if edges and counts:
-    fig = go.Figure(go.Bar(x=[(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])], y=counts))
-    fig.update_layout(
-        title="Feature density: log10 firing frequency of live latents on held-out tokens",
-        xaxis_title="log10 frequency",
-        yaxis_title="latents",
-        height=320,
-    )
-    st.plotly_chart(fig, width="stretch")
+    st.plotly_chart(density_histogram(edges, counts), width="stretch")
 for note in ev.get("notes", []):
     st.caption(note)

@@ -3,15 +3,17 @@
 import pandas as pd
 import streamlit as st
 
-from saelab.errors import SaelabError
+from saelab.defaults import model_spec
 from saelab.probing.classify import C_GRID, CLASSIFIERS, FORMULAS
-from saelab.probing.detection import DETECTORS
+from saelab.probing.concept_detection import DETECTORS
+from saelab.probing.feature_sources import FEATURE_SOURCES
 from saelab.probing.run import ProbeConfig
-from saelab.probing.sources import FEATURE_SOURCES
 from saelab.reports import probing_figures as figures
 from saelab.reports.probing import summary_rows
+from saelab.reports.render import md_esc
 from saelab.ui import probing as ui
-from saelab.ui.state import model_spec, open_features, show_error
+from saelab.ui.errors import show_error
+from saelab.ui.feature_context import open_features
 
 st.title("Probing")
 st.caption(
@@ -51,7 +53,7 @@ try:
                 if st.button("Rank latents by paired contrast", key="probe_pairs_run"):
                     try:
                         st.session_state["probe_pairs"] = ui.pair_ranking(ctx, data, col_a, col_b, seed)
-                    except SaelabError as err:
+                    except Exception as err:
                         show_error(err)
                 pairs = st.session_state.get("probe_pairs")
                 if pairs:
@@ -60,15 +62,15 @@ try:
                     st.caption(f"{pairs['n']:,} pairs · {pairs['formula']} · labels are proxy labels")
                     st.html(ui.top_latent_table(pairs["rows"]))
             textset = ui.upload_set(data, text_col, target_col, kind, seed, max_rows)
-except SaelabError as err:
+except Exception as err:
     show_error(err)
 
 numeric_mode = "regress"
 if textset is not None:
-    classes = f" · classes {', '.join(textset.classes[:10])}" if textset.classes else ""
+    classes = f" · classes {md_esc(', '.join(textset.classes[:10]))}" if textset.classes else ""
     st.caption(f"{len(textset):,} texts · target {textset.kind}{classes}")
     for note in textset.notes:
-        st.caption(f"ℹ️ {note}")
+        st.caption(f"ℹ️ {md_esc(note, 1000)}")
     if textset.kind == "numeric":
         numeric_mode = st.radio(
             "Numeric target", ["regress", "median"], horizontal=True, key="probe_numeric",
@@ -113,31 +115,30 @@ if st.button("Run probe", type="primary", disabled=textset is None, key="probe_r
         )  # fmt: skip
         report = ui.run_with_bar(cfg, textset, ctx.handle, ctx.loaded, ctx.labels)
         st.session_state["probe_result"] = (report, None if dataset else textset)
-    except SaelabError as err:
+    except Exception as err:
         show_error(err)
 
 # ---------------------------------------------------------------- 3. results
 stored = st.session_state.get("probe_result")
 if stored is not None:
     report, used_set = stored
-    rep = report.to_dict()
     st.subheader("3. Result")
     key, value = report.headline
     lo, hi = report.ci.get(key, [float("nan")] * 2)
     cols = st.columns(4)
-    cols[0].metric(f"Test {key}", f"{value:.3f}", help=rep["formulas"].get(key))
+    cols[0].metric(f"Test {key}", f"{value:.3f}", help=report.formulas.get(key))
     cols[1].metric("95 % CI", f"[{lo:.3f}, {hi:.3f}]")
-    cols[2].metric(f"CV {report.cv['metric']}", f"{report.cv['mean']:.3f} ± {report.cv['std']:.3f}")
+    cols[2].metric(f"CV {report.cv.metric}", f"{report.cv.mean:.3f} ± {report.cv.std:.3f}")
     cols[3].metric("Features", f"{report.features['n_features']:,} ({report.features['source']})")
     for note in report.notes:
-        st.warning(note)
-    st.dataframe(pd.DataFrame(summary_rows(rep)), hide_index=True, width="stretch")
-    split = rep["data"]["split"]
+        st.warning(md_esc(note, 1000))
+    st.dataframe(pd.DataFrame(summary_rows(report)), hide_index=True, width="stretch")
+    split = report.data["split"]
     st.caption(
         f"Split seed {split['seed']}: train {split['n_train']:,} / test {split['n_test']:,} · classifier "
         f"{report.classifier} · {report.timings.get('total_s', 0):.1f} s"
     )
-    figs = figures.all_figures(rep)
+    figs = figures.all_figures(report)
     for i in range(0, len(figs), 2):
         cols = st.columns(2)
         for j, fig in enumerate(figs[i : i + 2]):
@@ -153,15 +154,8 @@ if stored is not None:
         top3 = [r["latent"] for r in latent_rows[:3]]
         try:
             for row in report.predictions[:n_show]:
-                tokens, acts = ui.latent_tokens(
-                    str(ctx.sae_path), model_spec(), row["text"], tuple(top3), report.config["max_tokens"]
-                )
-                per = [
-                    (lat, acts[:, j].tolist(), max(float(acts[:, j].max(initial=0)), 1e-6))
-                    for j, lat in enumerate(top3)
-                ]
-                st.html(ui.example_html(row, tokens, per))
-        except SaelabError as err:
+                st.html(ui.highlighted_example(str(ctx.sae_path), model_spec(), row, top3, report.config["max_tokens"]))
+        except Exception as err:
             show_error(err)
     elif report.top_features:
         st.dataframe(pd.DataFrame(report.top_features), hide_index=True, width="stretch")
@@ -185,5 +179,5 @@ if stored is not None:
                 "Data (CSV, needed to re-run)", files["csv:data"], "data.csv", "text/csv", key="probe_dl_data"
             )
         st.caption("Re-run from the command line: put the files in one folder, then `saelab probe --rerun FOLDER`.")
-    except SaelabError as err:
+    except Exception as err:
         show_error(err)

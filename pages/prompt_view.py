@@ -1,11 +1,13 @@
 """Prompt view: which latents fire on each token of a text, with links into the Feature Explorer."""
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
+from saelab.defaults import model_spec
 from saelab.reports import figures, render
-from saelab.ui.state import MAX_PROMPT_CHARS, analyse, model_spec, open_features, prompt_token_cap, show_error
+from saelab.ui.errors import show_error
+from saelab.ui.feature_context import open_features
+from saelab.ui.prompt import MAX_PROMPT_CHARS, analyse, prompt_token_cap
 
 EXAMPLE = (
     "The Eiffel Tower in Paris was finished in 1889. Its designer, Gustave Eiffel, "
@@ -43,16 +45,14 @@ if result.truncated:
     st.warning(f"The text is too long for one view. {result.truncation_note}")
 
 tokens = list(result.tokens)
-sinks = set(result.sink_positions)
-per_token = [sorted(acts, key=lambda a: -a[1]) for acts in result.acts]
-top1 = [(int(a[0][0]), float(a[0][1])) if a and a[0][1] > 0 else None for a in per_token]
-st.html(render.prompt_html(tokens, top1, labels, sinks=sorted(sinks)))
+st.html(render.prompt_html(tokens, result.strongest_latents(), labels, sinks=sorted(result.sink_positions)))
 st.caption(
     "Dimmed tokens are attention sinks (the separator the text starts with, and any separator inside it): "
     "their residual norm is ~100× the rest, the SAE was trained without them, so they are not analysed."
 )
 
-top_latents = [(int(t[0]), float(t[1])) for t in result.top_latents][:HEATMAP_LATENTS]
+top_latents = result.top(HEATMAP_LATENTS)
+latent_ids = [lat for lat, _ in top_latents]
 if not top_latents:
     st.info("No latent fires on this text.")
     st.stop()
@@ -69,29 +69,17 @@ for k, (latent, value) in enumerate(top_latents):
 
 chosen = st.selectbox(
     "Highlight the text by one latent",
-    [lat for lat, _ in top_latents],
+    latent_ids,
     format_func=lambda lat: f"#{lat} {labels.get(lat, '')}".strip(),
 )
 values = result.latent_acts(chosen)
 st.html(render.highlight_tokens(tokens, values, max(values, default=0.0)))
 st.html(f"<div>{render.latent_link(chosen, labels.get(chosen) or None)} — open this latent's dashboard</div>")
 
-matrix = np.array([result.latent_acts(lat) for lat, _ in top_latents])
 st.plotly_chart(
-    figures.prompt_heatmap(tokens, [lat for lat, _ in top_latents], matrix, labels),
+    figures.prompt_heatmap(tokens, latent_ids, result.activation_matrix(latent_ids), labels),
     width="stretch",
 )
 
 st.subheader("Tokens and their top latents")
-n_show = max((len(a) for a in per_token), default=0)
-rows = []
-for pos, (tok, acts) in enumerate(zip(tokens, per_token)):
-    row = {"pos": pos, "token": tok.replace("\n", "↵") + (" (sink)" if pos in sinks else "")}
-    for j in range(n_show):
-        if j < len(acts):
-            lat, val = acts[j]
-            row[f"latent {j + 1}"] = f"#{int(lat)} ({float(val):.3g}) {labels.get(int(lat), '')}".strip()
-        else:
-            row[f"latent {j + 1}"] = ""
-    rows.append(row)
-st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+st.dataframe(pd.DataFrame(result.token_rows(labels)), hide_index=True, width="stretch")

@@ -14,10 +14,13 @@ from saelab.reports import render
 from saelab.reports.steering_figures import sweep_figure
 from saelab.steering.generate import MAX_NEW_TOKENS, GenerationConfig, generate, sweep
 from saelab.steering.interventions import FORMULAS, MAX_FACTOR, Intervention
-from saelab.steering.presets import Preset, dumps_preset, loads_preset
+from saelab.steering.presets import GENERATION_LIMITS, Preset, dumps_preset, loads_preset
 from saelab.ui import steering as ui
+from saelab.ui.errors import show_error
+from saelab.ui.feature_context import open_features
+from saelab.ui.latents import query_latent
 from saelab.ui.progress import streamlit_bar
-from saelab.ui.state import MAX_PROMPT_CHARS, open_features, query_latent, show_error, token_decoder
+from saelab.ui.prompt import MAX_PROMPT_CHARS, token_decoder
 
 SOURCES = ["SAE latent", "Texts (DiffMean / PCA / LAT / probe)", "MLP neuron"]
 KINDS = ["add", "clamp", "ablate"]
@@ -35,7 +38,7 @@ d_sae = int(loaded.sae.cfg.d_sae)
 decode = token_decoder(handle)
 try:
     url_latent = query_latent(d_sae)
-except BadInputError as err:
+except Exception as err:
     show_error(err)
     url_latent = None
 
@@ -91,10 +94,11 @@ chat = c1.checkbox("Chat template", key="steer_chat_template")
 system = c2.text_input("System prompt (the prompting baseline: e.g. “Always mention football.”)", key="steer_system")
 with st.expander("Sampling"):
     s1, s2, s3, s4 = st.columns(4)
-    max_new = s1.number_input("New tokens", min_value=1, step=8, key="steer_max_new_tokens")
-    temperature = s2.number_input("Temperature (0 = greedy)", 0.0, 10.0, step=0.1, key="steer_temperature")
-    top_p = s3.number_input("Top-p", 0.01, 1.0, step=0.05, key="steer_top_p")
-    seed = s4.number_input("Seed", 0, 2**31 - 1, step=1, key="steer_seed")
+    lim = GENERATION_LIMITS  # the same bounds a preset is checked against
+    max_new = s1.number_input("New tokens", min_value=lim["max_new_tokens"][0], step=8, key="steer_max_new_tokens")
+    temperature = s2.number_input("Temperature (0 = greedy)", *lim["temperature"], step=0.1, key="steer_temperature")
+    top_p = s3.number_input("Top-p", *lim["top_p"], step=0.05, key="steer_top_p")
+    seed = s4.number_input("Seed", *lim["seed"], step=1, key="steer_seed")
 if int(max_new) > MAX_NEW_TOKENS:
     st.warning(f"{int(max_new):,} new tokens requested: capped at {MAX_NEW_TOKENS}, the most one generation makes.")
     max_new = MAX_NEW_TOKENS
@@ -115,7 +119,8 @@ def chosen_interventions() -> tuple[list[Intervention], list[str]]:
     """The interventions the widgets describe, and concept examples for the judge."""
     preset = st.session_state.get("steer_preset")
     if preset is not None:
-        st.info("Using the loaded preset's interventions: " + "; ".join(iv.describe() for iv in preset.interventions))
+        described = "; ".join(iv.describe() for iv in preset.interventions)
+        st.info(f"Using the loaded preset's interventions: {render.md_esc(described, 1000)}")
         if st.button("Clear the preset", key="steer_clear_preset"):
             del st.session_state["steer_preset"]
             st.rerun()
@@ -285,13 +290,4 @@ with st.expander("Strength sweep: concept, relevance and fluency against the fac
                     )
                     + ". The texts are shown below without ratings."
                 )
-            rows = [
-                {
-                    "factor": f"{f:g}",
-                    "text": t,
-                    **({k: r[k] for k in ("concept", "relevance", "fluency", "score")} if r else {}),
-                }
-                for f, texts, rats in zip(res.factors, res.texts, res.ratings)
-                for t, r in zip(texts, rats)
-            ]
-            st.dataframe(pd.DataFrame([{"factor": "unsteered", "text": res.unsteered[0]}, *rows]), hide_index=True)
+            st.dataframe(pd.DataFrame(ui.sweep_rows(res)), hide_index=True)

@@ -2,13 +2,22 @@
 
 import streamlit as st
 
-from saelab.errors import SaelabError
 from saelab.steering.concepts import CONCEPTS, DEFAULT_CONCEPTS, INSTRUCTIONS
-from saelab.steering.detox import DetoxConfig, run_detox
-from saelab.steering.evaluate import AXBENCH_FACTORS, BASELINES, STEER_METHODS, EvalConfig, run_eval
-from saelab.ui.progress import bar_callback
-from saelab.ui.state import current_sae_path, get_model, get_sae, show_error
-from saelab.ui.steering_eval import SAVED_DETOX, SAVED_EVAL, load_saved, show_detox, show_eval
+from saelab.steering.detox import DetoxConfig, DetoxResult
+from saelab.steering.evaluate import AXBENCH_FACTORS, BASELINES, STEER_METHODS, EvalConfig, EvalResult
+from saelab.ui.errors import show_error
+from saelab.ui.jobs import session_job
+from saelab.ui.loader import get_model, get_sae
+from saelab.ui.sae_choice import current_sae_path
+from saelab.ui.steering_eval import (
+    SAVED_DETOX,
+    SAVED_EVAL,
+    load_saved,
+    show_detox,
+    show_eval,
+    submit_detox,
+    submit_eval,
+)
 
 st.title("Steering evaluation")
 st.caption(
@@ -24,7 +33,7 @@ loaded = None
 if sae_path:
     try:
         loaded = get_sae(sae_path)
-    except SaelabError as err:
+    except Exception as err:
         show_error(err)
 
 run_tab, detox_tab, saved_tab = st.tabs(["Run an evaluation", "Detox tiers", "Committed results"])
@@ -60,12 +69,14 @@ with run_tab:
                 endpoint_url=url.strip() or None,
                 endpoint_model=model_name.strip() or None,
             )
-            st.caption(f"{cfg.n_rows()} continuations of {cfg.max_new_tokens} tokens to generate and judge.")
-            result = run_eval(handle, loaded, cfg, progress=bar_callback("Generating and judging"))
-            st.session_state["steer_eval_result"] = result.to_dict()
+            st.session_state["steer_eval_job"] = submit_eval(handle, loaded, cfg).id
+            st.rerun()  # the next run follows the job (progress here and in the sidebar)
         except Exception as err:  # the app keeps running; the message says what to change
             show_error(err)
-    if st.session_state.get("steer_eval_result"):
+    result = session_job("steer_eval_job", key="steer_eval_progress")  # progress while queued or running
+    if result is not None:
+        st.session_state["steer_eval_result"] = result
+    if st.session_state.get("steer_eval_result") is not None:
         show_eval(st.session_state["steer_eval_result"], key="fresh")
 
 with detox_tab:
@@ -96,22 +107,25 @@ with detox_tab:
                 n_prompts=int(n_prompts),
                 max_new_tokens=int(d_tokens),
             )
-            detox = run_detox(handle, loaded, dcfg, progress=bar_callback("Detox tiers"))
-            st.session_state["detox_result"] = detox.to_dict()
+            st.session_state["detox_job"] = submit_detox(handle, loaded, dcfg).id
+            st.rerun()
         except Exception as err:
             show_error(err)
-    if st.session_state.get("detox_result"):
+    detox = session_job("detox_job", key="detox_progress")
+    if detox is not None:
+        st.session_state["detox_result"] = detox
+    if st.session_state.get("detox_result") is not None:
         show_detox(st.session_state["detox_result"], key="detox_fresh")
 
 with saved_tab:
     st.caption(
         "Results committed with SAE Lab (bench/results/), measured on the default model; see docs/steering_eval.md."
     )
-    saved = load_saved(SAVED_EVAL)
-    if saved:
+    saved = load_saved(SAVED_EVAL, EvalResult)
+    if saved is not None:
         show_eval(saved, key="saved")
     else:
         st.info("No committed steering-evaluation result yet (run `saelab steer-eval`).")
-    saved_detox = load_saved(SAVED_DETOX)
-    if saved_detox:
+    saved_detox = load_saved(SAVED_DETOX, DetoxResult)
+    if saved_detox is not None:
         show_detox(saved_detox, key="saved_detox")

@@ -98,6 +98,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"trained {cfg.architecture} {d_in}→{cfg.d_sae} for {result.steps} steps "
         f"({result.samples:,} samples, {result.samples_per_second:,.0f}/s) into {out}; "
         f"final metrics {json.dumps(result.metrics)}"
+        + (f"; resumed from step {result.resumed_from_step}" if result.resumed_from_step else "")
     )
     return 0
 
@@ -202,7 +203,7 @@ def cmd_llm_labels(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from saelab.corpus import CorpusConfig, build_corpus
-    from saelab.features.detection import heldout_rows
+    from saelab.features.label_detection import heldout_rows
     from saelab.features.labels import read_labels, write_labels
     from saelab.features.llm import EndpointError, LLMEndpoint, llm_labels
     from saelab.models import load_model

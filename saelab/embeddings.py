@@ -78,10 +78,12 @@ def embed_texts(
     out = np.zeros((len(texts), EMBED_DIM), dtype=np.float32)
     for start in range(0, len(texts), batch_size):
         idx = order[start : start + batch_size]
-        enc = tokenizer(
-            [texts[i] for i in idx], padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
-        )
+        # The tokenizer is shared too: a fast tokenizer called from two threads at once (padding/truncation
+        # settings are per call) raises "Already borrowed", so it runs under the same lock as the model.
         with _LOCK, torch.inference_mode():
+            enc = tokenizer(
+                [texts[i] for i in idx], padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
+            )
             hidden_BPD = model(**enc).last_hidden_state
         mask_BP1 = enc["attention_mask"].unsqueeze(-1).to(hidden_BPD.dtype)
         pooled_BD = (hidden_BPD * mask_BP1).sum(1) / mask_BP1.sum(1).clamp_min(1.0)

@@ -83,6 +83,22 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def remove_stale_temps(dest: str | Path) -> list[Path]:
+    """Delete the temporaries `atomic_path`/`atomic_dir` left beside `dest` when a process was killed mid-write
+    (`.<name>.*.tmp`, `.<name>.old`). Call only where no other writer of `dest` can be running."""
+    dest = Path(dest)
+    if not dest.parent.is_dir():
+        return []
+    old = dest.with_name(f".{dest.name}.old")
+    gone = [*dest.parent.glob(f".{dest.name}.*.tmp"), *([old] if old.exists() else [])]
+    for p in gone:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return gone
+
+
 def jsonable(obj: Any, *, max_array: int = 10_000) -> Any:
     """`obj` as strict-JSON data, recursively: numpy scalars become Python numbers, NaN/inf become None,
     arrays become lists (larger than `max_array` elements: "array[shape]"), tuples lists, other objects

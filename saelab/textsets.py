@@ -8,6 +8,7 @@ and very large files (sampled with a recorded seed, and said so).
 
 from __future__ import annotations
 
+import csv
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,8 +41,10 @@ class TextSet:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Everything but the texts and targets (those are data, not config)."""
+    def describe(self) -> dict[str, Any]:
+        """What the set is, without its texts and targets (those are data, saved as CSV, not in a result's JSON).
+
+        A description, not a serialisation: there is no `to_dict`/`from_dict` round trip for a text set."""
         return {
             "kind": self.kind,
             "classes": self.classes,
@@ -52,6 +55,11 @@ class TextSet:
 
 
 def _decode(data: bytes) -> tuple[str, list[str]]:
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # a UTF-16 byte-order mark (Excel's "Unicode text")
+        try:
+            return data.decode("utf-16"), ["The file was UTF-16 text; it was read as such (UTF-8 is preferred)."]
+        except UnicodeDecodeError as err:
+            raise BadInputError(f"The file starts like UTF-16 text but is not ({err}); save it as UTF-8.") from err
     try:
         return data.decode("utf-8-sig"), []
     except UnicodeDecodeError as err:
@@ -83,6 +91,10 @@ def read_frame(data: bytes | str | Path) -> tuple[pd.DataFrame, list[str], str]:
         df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
         raise BadInputError(f"The file could not be read as CSV: {err}") from err
+    header = next(csv.reader(io.StringIO(text)), [])
+    dupes = sorted({c for c in header if header.count(c) > 1})
+    if dupes:
+        raise BadInputError(f"The CSV has duplicate column names {dupes[:5]}; rename them so each column is unique.")
     if df.shape[1] < 2:
         raise BadInputError(
             f"The CSV has {df.shape[1]} column(s) ({list(df.columns)}); it needs a text column and a label column."
@@ -113,6 +125,13 @@ def _infer_target(values: pd.Series, kind: str) -> tuple[np.ndarray, Kind, list[
             bad = raw[numeric.isna()].iloc[0]
             raise BadInputError(
                 f"The target column is not numeric (e.g. {bad[:40]!r}); choose a label kind of classes."
+            )
+        infinite = ~np.isfinite(numeric.to_numpy(dtype=np.float64))
+        if infinite.any():
+            bad = raw[infinite].iloc[0]
+            raise BadInputError(
+                f"The numeric target holds {int(infinite.sum())} infinite value(s) (e.g. {bad[:40]!r}); "
+                "fix or drop those rows."
             )
         if float(numeric.std()) == 0.0:
             raise BadInputError("The target is constant: there is nothing to predict.")

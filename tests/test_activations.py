@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-import saelab.activations as acts_mod
+import saelab.activations.store as acts_mod
 from saelab.activations import ActivationStore, HarvestConfig, harvest
 from saelab.corpus import CorpusConfig, build_corpus
 from saelab.errors import BadInputError, CorruptFileError

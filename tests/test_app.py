@@ -25,15 +25,15 @@ def test_app__overview_renders_model_and_sae_or_empty_state():
 def test_app__overview_draws_before_the_model_loads_then_shows_it():
     import time
 
-    from saelab.ui import state
+    from saelab.ui import loader
 
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()  # app.py starts the background load after drawing the page
     assert not at.exception, at.exception
     deadline = time.monotonic() + 180
-    while state.model_ready() is False and time.monotonic() < deadline:
+    while loader.model_ready() is False and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert state.model_ready() is True
+    assert loader.model_ready() is True
     # The loader moves the model's objects out of the cyclic collector's sight (a full collection
     # otherwise stalled every latent switch by ~270 ms; bench/app.py measures it).
     import gc

@@ -3,7 +3,7 @@
 Data flows one way: base → models → hooks → activations → sae → features → analyses → reports → entry
 points (CLI) → ui → pages. A module may import its own layer or layers before it, never a later one
 (imports under `if TYPE_CHECKING:` are annotations only and are not counted). Only `app.py`, `pages/` and
-`saelab/ui/` import streamlit; pages import no torch.
+`saelab/ui/` import streamlit; pages import no torch and no numpy (array work is the backend's).
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "saelab.corpus",
             "saelab.textsets",
             "saelab.embeddings",
+            "saelab.trust",
+            "saelab.jobs",
+            "saelab.typed_json",
         ),
     ),
     ("models", ("saelab.models",)),
@@ -105,7 +108,7 @@ def test_imports_point_downstream_only():
     assert not violations, "imports against the data flow:\n" + "\n".join(sorted(set(violations)))
 
 
-def test_only_the_ui_layer_imports_streamlit_and_pages_import_no_torch():
+def test_only_the_ui_layer_imports_streamlit_and_pages_import_no_torch_or_numpy():
     offenders = []
     for path in _sources():
         module = _module_name(path)
@@ -114,14 +117,14 @@ def test_only_the_ui_layer_imports_streamlit_and_pages_import_no_torch():
             top = name.split(".")[0]
             if top == "streamlit" and not ui:
                 offenders.append(f"{module}:{line} imports streamlit")
-            if top == "torch" and module.startswith("pages"):
-                offenders.append(f"{module}:{line} imports torch")
+            if top in ("torch", "numpy") and (module == "app" or module.startswith("pages")):
+                offenders.append(f"{module}:{line} imports {top}")
     assert not offenders, "\n".join(offenders)
 
 
 def test_the_boundary_check_catches_a_wrong_way_import(tmp_path):
     """The checker itself: an analysis importing the UI is flagged (so the tests above can fail)."""
-    tree = ast.parse("from saelab.ui import state\nimport streamlit as st\n")
+    tree = ast.parse("from saelab.ui import loader\nimport streamlit as st\n")
     found = _imports(tree, "saelab.probing.run")
     assert any(layer_of(n) == [x for x, _ in LAYERS].index("ui") for _, n in found)
     assert layer_of("saelab.probing.cli") == [x for x, _ in LAYERS].index("entry")

@@ -105,6 +105,10 @@ def test_browser__prompt_view_highlights_tokens_and_links_latents(server):
             page.goto(f"{server}/prompt_view", wait_until="domcontentloaded")
             box = page.locator("textarea").first
             box.wait_for(timeout=90_000)
+            # This deep link is the server's first request: it must run under app.py's navigation
+            # (saelab/ui/navigation.py), not Streamlit's legacy pages/ mode (file-name titles, no page config).
+            nav = page.locator('[data-testid="stSidebarNav"]').inner_text(timeout=30_000)
+            assert "Feature Explorer" in nav and "Prompt view" in nav, f"legacy pages/ navigation: {nav!r}"
             box.fill(SENTENCE)
             page.get_by_role("button", name="Analyse").click()
             # The new text has arrived when its words are among the highlighted tokens.

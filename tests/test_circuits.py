@@ -174,6 +174,12 @@ def test_run__result_is_json_and_exports(tiny_handle, tmp_path):
     assert "plotly" in html and "docstring" in html
     assert (tmp_path / "out" / "heads.csv").read_text().count("\n") == 9
     assert active_hook_count(tiny_handle) == 0
+    from saelab.circuits.run import CircuitResult
+    from saelab.reports import read_export
+
+    back = read_export(tmp_path / "out", CircuitResult)  # the export reloads into the same type
+    assert json.loads(json.dumps(back.to_dict())) == data
+    assert (back.reference_mask == result.reference_mask).all() and back.task.pairs == result.task.pairs
 
 
 def test_config__bad_values_refused():

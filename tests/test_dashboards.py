@@ -279,3 +279,75 @@ def test_store__threads_read_the_same_as_one(built):
     with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(lambda i: store.latent(i).top_acts, ids))
     assert all(np.array_equal(a, b) for a, b in zip(alone, together))
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_build__resumes_from_its_checkpoint_and_ends_identical(tiny_handle, tmp_path, caplog):
+    from saelab.features.dashboard_collect import STATE_FILE, partial_dir
+
+    loaded = load_sae(_saved_sae(tmp_path), handle=tiny_handle)
+    tokens = _tokens(seed=3)
+    cfg = DashboardConfig(**{**CFG, "checkpoint_rows": 10})  # 2 batches of 7 → checkpoints after rows 14, 28
+    whole = load_tensors(build_dashboards(tiny_handle, loaded, tokens, cfg, out_dir=tmp_path / "whole") / LATENTS_FILE)
+    assert not partial_dir(tmp_path / "whole").exists()  # cleared on success
+
+    def die_late(phase, done, total):
+        if phase == "activations" and done > 30 * 31:  # after the second checkpoint
+            raise _Killed
+
+    out = tmp_path / "resumed"
+    with pytest.raises(_Killed):
+        build_dashboards(tiny_handle, loaded, tokens, cfg, out_dir=out, progress=die_late)
+    state = json.loads((partial_dir(out) / STATE_FILE).read_text())
+    assert state["rows_done"] == 28 and state["n_chunks"] == 2 and not out.exists()
+    with caplog.at_level("INFO", logger="saelab.features.dashboard_collect"):
+        build_dashboards(tiny_handle, loaded, tokens, cfg, out_dir=out)
+    assert any("resuming after row 28" in r.message for r in caplog.records)
+    resumed = load_tensors(out / LATENTS_FILE)
+    assert resumed.keys() == whole.keys()
+    for k in whole:
+        torch.testing.assert_close(resumed[k], whole[k], rtol=0, atol=0, equal_nan=True, msg=k)
+    assert not partial_dir(out).exists()
+
+
+def test_build__discards_a_checkpoint_of_other_settings_or_a_corrupt_one(tiny_handle, tmp_path, caplog):
+    from saelab.features.dashboard_collect import partial_dir
+
+    loaded = load_sae(_saved_sae(tmp_path), handle=tiny_handle)
+    tokens, out = _tokens(seed=4), tmp_path / "d"
+    cfg = DashboardConfig(**{**CFG, "checkpoint_rows": 7})
+
+    def die(phase, done, total):
+        if phase == "activations" and done > 20 * 31:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        build_dashboards(tiny_handle, loaded, tokens, cfg, out_dir=out, progress=die)
+    (partial_dir(out) / "chunk_00000.safetensors").write_bytes(b"garbage")
+    with caplog.at_level("INFO"):
+        build_dashboards(tiny_handle, loaded, tokens, cfg, out_dir=out)
+    assert any("starting over" in r.message for r in caplog.records)
+    with pytest.raises(_Killed):
+        build_dashboards(tiny_handle, loaded, tokens, DashboardConfig(**{**CFG, "checkpoint_rows": 7}),
+                         out_dir=tmp_path / "e", progress=die)  # fmt: skip
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        build_dashboards(tiny_handle, loaded, tokens, DashboardConfig(**{**CFG, "n_top": 5}), out_dir=tmp_path / "e")
+    assert any("another build" in r.message for r in caplog.records)
+
+
+def test_rebuild__drops_a_corrupt_labels_file_instead_of_copying_it_back(built, tiny_handle, tmp_path):
+    import shutil
+
+    sae_dir = tmp_path / "sae"
+    shutil.copytree(built["loaded"].path, sae_dir)
+    (sae_dir / DASHBOARD_DIR / LABELS_FILE).write_text('{"latents": [1, 2, 3]}')
+    loaded = load_sae(sae_dir, handle=tiny_handle)
+    with pytest.raises(CorruptFileError):
+        DashboardStore(sae_dir).labels()
+    out = build_dashboards(tiny_handle, loaded, built["tokens"], built["cfg"])
+    assert not (out / LABELS_FILE).exists()
+    assert DashboardStore(sae_dir).labels() is None

@@ -107,6 +107,7 @@ def test_run__llm_endpoint_writes_and_annotates_hypotheses(planted, monkeypatch)
         return "yes"
 
     monkeypatch.setattr(LLMEndpoint, "chat", fake_chat)
+    monkeypatch.setenv("SAELAB_ALLOWED_HOSTS", "llm.invalid")
     ep = LLMEndpoint("http://llm.invalid/v1", "fake")
     res = run_hypotheses(HypothesisConfig(**FAST, baseline=False, llm_max_texts=60), planted, endpoint=ep)
     assert res.interpretation.startswith("llm") and res.sae_method.n_test == 60
@@ -133,6 +134,7 @@ def test_run__llm_failing_on_heldout_texts_falls_back_to_keywords(planted, monke
 
     monkeypatch.setattr(LLMEndpoint, "chat", fake_chat)
     monkeypatch.setattr(llm_mod.LLMRule, "annotate", annotate)
+    monkeypatch.setenv("SAELAB_ALLOWED_HOSTS", "llm.invalid")
     ep = LLMEndpoint("http://llm.invalid/v1", "fake")
     res = run_hypotheses(HypothesisConfig(**FAST, baseline=False), planted, endpoint=ep)
     assert res.interpretation == "keywords (PROXY)" and all(h.proxy for h in res.sae_method.hypotheses)

@@ -25,7 +25,7 @@ from safetensors.numpy import save_file
 from saelab.corpus import sink_mask
 from saelab.errors import BadInputError, IncompatibleSAEError
 from saelab.features.autolabel import auto_label, label_all
-from saelab.features.detection import detection_scores, heldout_rows, latent_activity, token_presence
+from saelab.features.label_detection import detection_scores, heldout_rows, latent_activity, token_presence
 from saelab.features.labels import LabelConfig, LabelSet, dashboard_arrays, read_labels, write_labels
 from saelab.features.llm import UNREACHABLE_NOTE, EndpointError, LLMEndpoint, format_contexts, llm_labels
 from saelab.features.store import FORMAT, FORMAT_VERSION, TENSORS, DashboardStore, tensor_shape
@@ -292,8 +292,29 @@ class _FakeLLM(BaseHTTPRequestHandler):
     def log_message(self, *args):  # keep test output clean
         pass
 
+    def _trickle(self, status: int) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        for _ in range(40):  # a byte every 0.1 s: each read succeeds, the whole never arrives in time
+            try:
+                self.wfile.write(b"x")
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(0.1)
+
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.path.startswith("/trickle"):
+            return self._trickle(500 if "error" in self.path else 200)
+        if self.path.startswith("/deep"):
+            payload = b"[" * 100_000 + b"]" * 100_000
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return
         if self.path.startswith("/slow"):
             time.sleep(3)  # the client has given up by now: answer nothing
             return
@@ -351,7 +372,15 @@ def test_llm_endpoint__unreachable_port_fails_fast_with_endpoint_error():
 
 
 @pytest.mark.parametrize(
-    ("path", "match"), [("/slow", "did not answer within"), ("/bad", "OpenAI-style"), ("/fail", "HTTP 500")]
+    ("path", "match"),
+    [
+        ("/slow", "did not answer within"),
+        ("/bad", "OpenAI-style"),
+        ("/fail", "HTTP 500"),
+        ("/deep", "OpenAI-style"),  # deeply nested JSON: RecursionError inside json.loads, caught
+        ("/trickle", "took longer than"),  # a byte at a time: the total deadline holds
+        ("/trickle-error", "HTTP 500"),  # an error body trickling in: read capped by size and deadline
+    ],
 )
 def test_llm_endpoint__timeout_junk_and_http_errors_become_endpoint_errors(fake_llm, path, match):
     ep = LLMEndpoint(fake_llm + path, "fake", timeout=0.5)
@@ -366,6 +395,17 @@ def test_llm_endpoint__bad_settings_are_bad_input():
         LLMEndpoint("localhost:8080", "m")
     with pytest.raises(BadInputError):
         LLMEndpoint("http://localhost:8080", " ")
+
+
+def test_llm_endpoint__only_allowed_hosts(monkeypatch):
+    from saelab.trust import HOSTS_ENV
+
+    monkeypatch.delenv(HOSTS_ENV, raising=False)
+    with pytest.raises(BadInputError, match=HOSTS_ENV):
+        LLMEndpoint("http://169.254.169.254/v1", "m")  # the app never POSTs to another machine unless told to
+    assert LLMEndpoint("http://[::1]:8080/v1", "m").base_url == "http://[::1]:8080/v1"
+    monkeypatch.setenv(HOSTS_ENV, "llm.example.org, other.host")
+    assert LLMEndpoint("https://LLM.example.org/v1", "m").url.endswith("/chat/completions")
 
 
 def test_llm_labels__explanation_scored_like_offline_rule(tiny_handle, planted, fake_llm):

@@ -10,7 +10,15 @@ import pytest
 
 from saelab.errors import BadInputError
 from saelab.probing.run import ProbeConfig, load_textset, run_probe
-from saelab.reports.probing import build_html, export, read_config, rerun_export, result_data, summary_rows
+from saelab.reports.probing import (
+    build_html,
+    export,
+    read_config,
+    read_report,
+    rerun_export,
+    result_data,
+    summary_rows,
+)
 from saelab.storage import load_tensors
 from tests.fixtures_ui import XSS, build_tiny_sae
 
@@ -51,7 +59,7 @@ def test_run__tfidf_learns_and_rerun_from_export_reproduces_metrics(tmp_path):
     assert rep.metrics["macro_f1"] > 0.8
     lo, hi = rep.ci["macro_f1"]
     assert lo <= rep.metrics["macro_f1"] <= hi
-    assert rep.cv["folds"] == 3 and len(rep.cv["scores"]) == 3
+    assert rep.cv.folds == 3 and len(rep.cv.scores) == 3
     assert [p["n_train"] for p in rep.learning][0] == 24
     assert rep.msp_ood is not None and 0 <= rep.msp_ood["auroc"] <= 1
     assert not set(rep.data["train_index"]) & set(rep.data["test_index"])
@@ -66,6 +74,9 @@ def test_run__tfidf_learns_and_rerun_from_export_reproduces_metrics(tmp_path):
     assert len(saved["predictions"]) == rep.data["split"]["n_test"]
     weights = load_tensors(paths["weights"])
     assert weights["coef"].shape[1] == rep.features["n_features"]
+    back = read_report(tmp_path / "out")  # the export reloads into the same types, weights included
+    assert result_data(back) == result_data(rep) and back.cv == rep.cv
+    assert set(back.weights) == set(rep.weights) and np.allclose(back.weights["coef"], rep.weights["coef"])
 
     again = rerun_export(tmp_path / "out")  # reads data.csv beside result.json, not the original file
     csv.unlink()
@@ -86,22 +97,22 @@ def test_run__sae_source_on_tiny_model_with_detection(tmp_path, tiny_handle, tin
     assert rep.features["n_features"] == 32 and rep.features["latent_ids"]
     assert all("latent" in r and r["label"].startswith("label") for r in rep.top_features)
     assert 0 <= rep.metrics["macro_f1"] <= 1
-    assert set(rep.detection["auroc"]) == {"diffmean", "sae-a", "bow"}
-    assert rep.detection["auroc"]["bow"] > 0.8  # the words give the class away
+    assert set(rep.detection.auroc) == {"diffmean", "sae-a", "bow"}
+    assert rep.detection.auroc["bow"] > 0.8  # the words give the class away
 
 
 def test_run__tune_C_chooses_on_training_folds_and_the_export_repeats_it(tmp_path):
     csv = _csv(tmp_path / "reviews.csv")
     rep = run_probe(_cfg(csv, source="tfidf", tune_C=True, C_grid=[0.01, 1.0, 100.0], learning_curve=False))
     t = rep.tuning
-    assert t is not None and t["grid"] == [0.01, 1.0, 100.0] and t["folds"] == 3 and len(t["means"]) == 3
-    assert t["best_C"] in t["grid"] and t["means"][t["grid"].index(t["best_C"])] == max(t["means"])
+    assert t is not None and t.grid == [0.01, 1.0, 100.0] and t.folds == 3 and len(t.means) == 3
+    assert t.best_C in t.grid and t.means[t.grid.index(t.best_C)] == max(t.means)
     assert rep.config["tune_C"] is True and rep.config["C"] == 1.0  # the config as asked; C* is in `tuning`
     assert any("chosen by 3-fold CV" in n for n in rep.notes)
-    assert any(r["metric"] == "C chosen by CV" for r in summary_rows(rep.to_dict()))
+    assert any(r["metric"] == "C chosen by CV" for r in summary_rows(rep))
     assert all(0 <= r["cv_macro_f1"] <= 1 for r in rep.sparse)  # every sparse k is also scored on train folds
     chosen = max(rep.sparse, key=lambda r: (r["cv_macro_f1"], -r["k"]))
-    row = next(r for r in summary_rows(rep.to_dict()) if r["metric"] == "Sparse probe, k chosen by CV")
+    row = next(r for r in summary_rows(rep) if r["metric"] == "Sparse probe, k chosen by CV")
     assert f"k* = {chosen['k']}:" in row["test value [95 % CI]"]
     export(rep, tmp_path / "out", textset=load_textset(_cfg(csv)))
     again = rerun_export(tmp_path / "out")
@@ -124,7 +135,7 @@ def test_run__numeric_target_regresses_or_splits_at_median(tmp_path):
 def test_report__html_is_offline_and_escapes_user_text(tmp_path):
     csv = _csv(tmp_path / "xss.csv", xss=True)
     cfg = _cfg(csv, source="tfidf", test_fraction=0.5, learning_curve=False)
-    html = build_html(run_probe(cfg).to_dict()).to_html()
+    html = build_html(run_probe(cfg)).to_html()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert XSS not in html  # the user's script tag never appears raw
     assert not re.search(r"<script[^>]*\bsrc=", html)  # nothing fetched: plotly.js is inline
@@ -221,12 +232,11 @@ def test_run__model_sources_on_tiny_model_report_their_extras(tmp_path, tiny_han
     cfg = _cfg(csv, source=source, pooling="mean", layer=1, top_k_neurons=8, top_heads=4, learning_curve=False,
                sparse_ks=[1], cv_folds=2)  # fmt: skip
     rep = run_probe(cfg, handle=tiny_handle)
-    d = rep.to_dict()
     assert 0 <= rep.metrics["macro_f1"] <= 1 and rep.features["source"] == source
     if source == "sav":
         vote = rep.source_results["sav_vote"]
         assert len(vote["heads"]) == 4 and vote["ci"]["macro_f1"][0] <= vote["macro_f1"] <= vote["ci"]["macro_f1"][1]
-        assert any("SAV" in r["metric"] for r in summary_rows(d))
+        assert any("SAV" in r["metric"] for r in summary_rows(rep))
     if source == "neurons":
         assert rep.features["n_features"] == 8
         assert [p["layer"] for p in rep.source_results["best_neuron_by_layer"]] == [0, 1]
@@ -234,7 +244,7 @@ def test_run__model_sources_on_tiny_model_report_their_extras(tmp_path, tiny_han
         assert [p["layer"] for p in rep.layers] == [0, 1]
     from saelab.reports import probing_figures as figures
 
-    assert len(figures.all_figures(d)) >= 3
+    assert len(figures.all_figures(rep)) >= 3
     json.dumps(result_data(rep))  # serialisable
 
 

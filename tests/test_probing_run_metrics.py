@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
 
 from saelab.errors import BadInputError
-from saelab.probing import classify, detection, metrics
+from saelab.probing import classify, concept_detection, metrics
 
 
 def _toy(n=200, f=30, n_classes=2, seed=0, signal=2.0):
@@ -149,7 +149,7 @@ def test_rank_auroc__matches_sklearn_per_column():
     s[:, 2] = np.round(s[:, 2])  # ties
     y = rng.integers(0, 2, 80)
     want = [roc_auc_score(y, s[:, j]) for j in range(4)]
-    assert detection.rank_auroc(s, y) == pytest.approx(want)
+    assert concept_detection.rank_auroc(s, y) == pytest.approx(want)
 
 
 def test_detection__directions_find_a_planted_concept():
@@ -167,9 +167,9 @@ def test_detection__directions_find_a_planted_concept():
             hidden.append(h.astype(np.float32))
         words = ["concept here" if lab else "nothing here" for lab in y]
         lat = np.stack([np.r_[h.max(0)[:4], rng.normal(size=4)] for h in hidden])
-        return detection.TokenData(words, y, hidden, lat)
+        return concept_detection.TokenData(words, y, hidden, lat)
 
-    res = detection.run_detection(list(detection.DETECTORS), texts(60, 1), texts(60, 2), n_boot=100)
+    res = concept_detection.run_detection(list(concept_detection.DETECTORS), texts(60, 1), texts(60, 2), n_boot=100)
     assert not res.errors, res.errors
     for m in ("diffmean", "probe", "bow", "sae-a"):
         assert res.auroc[m] > 0.8, (m, res.auroc)

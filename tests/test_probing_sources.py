@@ -6,11 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from saelab.activations import text_batches
 from saelab.errors import BadInputError
-from saelab.probing import pooling
-from saelab.probing.neurons import auroc_columns, separability
-from saelab.probing.sav import fit_centroids, head_similarities, vote
-from saelab.probing.sources import (
+from saelab.probing.attention_vectors import fit_centroids, head_similarities, vote
+from saelab.probing.feature_sources import (
     FEATURE_SOURCES,
     FeatureSet,
     SourceParams,
@@ -19,6 +18,7 @@ from saelab.probing.sources import (
     paired_contrast_ranking,
     sav_predict,
 )
+from saelab.probing.neurons import auroc_columns, separability
 from tests.fixtures_ui import build_tiny_sae
 
 TEXTS = [
@@ -59,7 +59,7 @@ def test_sae_pooling__max_at_least_mean_and_binarise_is_zero_one(tiny_handle, ti
     binar = _sae(tiny_handle, tiny_sae, pooling="max", binarise=0.0)
     assert set(np.unique(binar.X)) <= {0.0, 1.0}
     np.testing.assert_array_equal(binar.X, (mx.X > 0).astype(np.float32))
-    assert binar.params["binarise"] == 0.0 and binar.params["skipped_positions"] == pooling.SKIP_POSITIONS
+    assert binar.params["binarise"] == 0.0 and binar.params["skipped_positions"] == text_batches.SKIP_POSITIONS
 
 
 def test_sae_pooling__topn_sum_counts_each_tokens_top_n_active_latents(tiny_handle, tiny_sae):

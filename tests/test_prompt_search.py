@@ -93,6 +93,25 @@ def test_analyse_text__utf8_bytes_are_text(tiny_handle, loaded):
     assert analyse_text(tiny_handle, loaded, "café".encode()).text == "café"
 
 
+def test_prompt_analysis__views_for_the_page_agree_with_acts(tiny_handle, loaded):
+    res = analyse_text(tiny_handle, loaded, TEXT, top_n=3)
+    sinks = set(res.sink_positions)
+    strongest = res.strongest_latents()
+    assert len(strongest) == len(res.tokens) and all(strongest[p] is None for p in sinks)
+    for pairs, top1 in zip(res.acts, strongest):
+        assert top1 == (pairs[0] if pairs and pairs[0][1] > 0 else None)
+    top = res.top(4)
+    assert top == [(lat, m) for lat, m, _ in res.top_latents[:4]] and res.top(0) == []
+    matrix = res.activation_matrix([lat for lat, _ in top])
+    assert matrix.shape == (len(top), len(res.tokens))
+    for row, (lat, m) in zip(matrix, top):
+        assert row.tolist() == pytest.approx(res.latent_acts(lat)) and row.max() == pytest.approx(m)
+    rows = res.token_rows({res.acts[1][0][0]: "a <label>"})
+    assert [r["pos"] for r in rows] == list(range(len(res.tokens))) and rows[0]["token"].endswith(" (sink)")
+    assert rows[1]["latent 1"].startswith(f"#{res.acts[1][0][0]} (") and rows[1]["latent 1"].endswith("a <label>")
+    assert {k for r in rows for k in r} == {"pos", "token", "latent 1", "latent 2", "latent 3"}
+
+
 # ---------------------------------------------------------------- search_token
 
 

@@ -85,3 +85,9 @@ def test_feature_map__one_point_per_latent_with_its_index():
     assert "&lt;b&gt;" in fig.data[0].text[2]
     hist = figures.activation_histogram([3, 2, 1, 0], 2.0)
     assert np.allclose(hist.data[0].x, [0.25, 0.75, 1.25, 1.75])
+
+
+def test_density_histogram__bars_at_bin_centres():
+    fig = figures.density_histogram([-6.0, -4.0, -2.0], [3, 5])
+    assert list(fig.data[0].x) == [-5.0, -3.0] and list(fig.data[0].y) == [3, 5]
+    assert fig.layout.xaxis.title.text == "log10 frequency"

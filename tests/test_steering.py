@@ -8,6 +8,7 @@ import threading
 import pytest
 import torch
 
+from saelab.activations.text_batches import text_hook_acts
 from saelab.directions import DIRECTION_METHODS, compute_direction
 from saelab.errors import BadInputError
 from saelab.hooks import active_hook_count
@@ -23,7 +24,6 @@ from saelab.steering import (
     validate,
 )
 from saelab.steering.interventions import Phase, build_hooks
-from saelab.steering.sources import text_token_acts
 from tests.fixtures_ui import HOOK, build_feature_root, build_tiny_sae
 
 POS = ["I love football, the match was great and the goal was amazing.", "Soccer fans cheered the team."]
@@ -94,15 +94,15 @@ def test_directions__bad_inputs_are_clear_errors():
 
 
 def test_text_direction__token_acts_skip_position_zero_and_ignore_padding(tiny_handle):
-    single = text_token_acts(tiny_handle, [POS[0]], HOOK)[0]
-    batched = text_token_acts(tiny_handle, [POS[1], POS[0]], HOOK)[1]
+    single = text_hook_acts(tiny_handle, [POS[0]], HOOK)[0]
+    batched = text_hook_acts(tiny_handle, [POS[1], POS[0]], HOOK)[1]
     n_tokens = len(tiny_handle.tokenizer(POS[0], add_special_tokens=False)["input_ids"])
     assert single.shape == (n_tokens, 64)
     assert torch.allclose(single, batched, atol=1e-5)
 
 
 def test_text_direction__max_act_is_the_largest_positive_score(tiny_handle, direction):
-    pos = torch.cat(text_token_acts(tiny_handle, POS, HOOK))
+    pos = torch.cat(text_hook_acts(tiny_handle, POS, HOOK))
     assert direction.width == 64 and direction.hook == HOOK
     assert math.isclose(direction.max_act, float((pos @ direction.vector).max()), rel_tol=1e-5)
     assert direction.meta["method"] == "diffmean" and "formula" in direction.meta

@@ -236,10 +236,10 @@ def test_steer_eval__default_model_end_to_end(default_handle):
 
 
 def test_generate_rows__matches_core_generate_for_steered_and_unsteered_rows(tiny_handle):
+    from saelab.steering.direction_sources import Direction
     from saelab.steering.evaluate import generate_rows
     from saelab.steering.generate import GenerationConfig, generate, prompt_ids
     from saelab.steering.interventions import Intervention
-    from saelab.steering.sources import Direction
 
     hook = "blocks.1.hook_resid_post"
     d = Direction("test", "text", hook, np.random.default_rng(0).normal(size=tiny_handle.d_model), max_act=3.0)

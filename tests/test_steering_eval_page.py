@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from saelab.jobs import default_queue
 from tests.fixtures_ui import open_page, tiny_app
 
 
@@ -25,11 +26,20 @@ def _set_tiny_sizes(at: AppTest) -> None:
     labels["Held-out judge examples"].set_value(3)
 
 
+def _run_and_finish(at: AppTest, label: str, kind: str) -> AppTest:
+    """Click `label`: the run goes to the job queue; wait for the job, then rerun to draw its result."""
+    next(b for b in at.button if b.label == label).click().run()
+    assert not at.exception, at.exception
+    job = next(j for j in default_queue().jobs() if j.kind == kind)
+    assert job.wait(300), job.title
+    return at.run()
+
+
 def test_steering_eval_page__runs_tiny_evaluation_and_labels_proxy(page):
     at = page
     assert any("PROXY" in c.value for c in at.caption)
     _set_tiny_sizes(at)
-    next(b for b in at.button if b.label == "Run evaluation").click().run()
+    _run_and_finish(at, "Run evaluation", "steer_eval")
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     assert any("PROXY judge ratings" in m.value for m in at.markdown)
@@ -53,7 +63,7 @@ def test_steering_eval_page__detox_tiers_plot(page):
     labels["Prompts"].set_value(3)
     labels["New tokens"].set_value(3)
     labels["Ranking texts per class"].set_value(20)
-    next(b for b in at.button if b.label == "Run detox tiers").click().run()
+    _run_and_finish(at, "Run detox tiers", "detox")
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     conditions = next(df.value for df in at.dataframe if "condition" in df.value.columns)["condition"].tolist()

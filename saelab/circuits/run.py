@@ -21,13 +21,15 @@ from saelab.circuits.evaluate import FORMULAS, evaluate_scores, reference_mask, 
 from saelab.circuits.heads import head_labels
 from saelab.circuits.methods import METHODS, MethodSettings, get_method, run_method
 from saelab.circuits.patching import baseline_metrics
-from saelab.circuits.tasks import METRICS, CircuitTask, builtin_task, tokenize_task
+from saelab.circuits.tasks import METRICS, CircuitTask, PromptPair, builtin_task, tokenize_task
 from saelab.configs import DictConfig
-from saelab.errors import BadInputError
+from saelab.errors import BadInputError, CorruptFileError
+from saelab.typed_json import required
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 REFERENCE = "activation-patching"
+KIND = "saelab.circuits"  # result.json's tag
 
 
 @dataclass
@@ -137,7 +139,7 @@ class CircuitResult:
 
         return _json_safe(
             {
-                "kind": "saelab.circuits",
+                "kind": KIND,
                 "model": self.model,
                 "config": self.config.to_dict(),
                 "task": {
@@ -168,6 +170,58 @@ class CircuitResult:
                 "notes": self.notes,
             }
         )
+
+    @classmethod
+    def from_dict(cls, data: Any) -> CircuitResult:
+        """From `to_dict()` (an export's result.json). Scores come back as saved (6 decimals); the task's pairs are
+        rebuilt from the prompt rows (several answers joined by '|', as in an uploaded CSV)."""
+        return _result_from_dict(data)
+
+
+def _result_from_dict(data: Any) -> CircuitResult:
+    what = "circuit result"
+    if not isinstance(data, dict) or data.get("kind") != KIND:
+        got = data.get("kind") if isinstance(data, dict) else type(data).__name__
+        raise CorruptFileError(f"This is not a circuit result (kind {got!r}, expected {KIND!r}).")
+    n_layers, n_heads = required(data, "n_layers", int, what), required(data, "n_heads", int, what)
+    shape = (n_layers, n_heads)
+    task = required(data, "task", dict[str, Any], what)
+    rows = required(data, "prompts", list[dict[str, Any]], what)
+    answers = [{k: required(r, k, str, f"{what}.prompts[{i}]") for k in ("clean", "corrupted", "correct", "wrong")}
+               for i, r in enumerate(rows)]  # fmt: skip
+    metrics = {k: np.array([required(r, k, float, f"{what}.prompts[{i}]") for i, r in enumerate(rows)])
+               for k in ("clean_metric", "corrupted_metric")}  # fmt: skip
+    try:
+        circuit_task = CircuitTask(
+            name=required(task, "name", str, f"{what}.task"),
+            description=required(task, "description", str, f"{what}.task"),
+            metric=required(task, "metric", str, f"{what}.task"),
+            pairs=[PromptPair(a["clean"], a["corrupted"], [x for x in a["correct"].split("|") if x],
+                              [x for x in a["wrong"].split("|") if x]) for a in answers],
+            provenance=required(task, "provenance", dict[str, Any], f"{what}.task"),
+        )  # fmt: skip
+    except BadInputError as err:
+        raise CorruptFileError(f"The {what}'s task is not valid: {err}") from err
+    scores = required(data, "scores", dict[str, np.ndarray], what)
+    edges = required(data, "edges", np.ndarray | None, what)
+    bad = [m for m, s in scores.items() if s.shape != shape]
+    if bad or (edges is not None and edges.ndim != 2):
+        raise CorruptFileError(f"The {what}'s scores {bad} are not [n_layers, n_heads] = {list(shape)} arrays, or its "
+                               "edges are not a matrix.")  # fmt: skip
+    labels = head_labels(n_layers, n_heads)
+    heads = set(required(required(data, "reference", dict[str, Any], what), "heads", list[str], f"{what}.reference"))
+    unknown = sorted(heads - set(labels))
+    if unknown:
+        raise CorruptFileError(f"The {what}'s reference names heads the model does not have: {unknown[:5]}.")
+    return CircuitResult(
+        config=required(data, "config", CircuitConfig, what), model=required(data, "model", str, what),
+        task=circuit_task, check=TaskCheck(circuit_task, metrics["clean_metric"], metrics["corrupted_metric"]),
+        n_layers=n_layers, n_heads=n_heads, scores=scores, seconds=required(data, "seconds", dict[str, float], what),
+        reference_mask=np.array([lab in heads for lab in labels]).reshape(shape),
+        evaluation=required(data, "evaluation", dict[str, dict[str, float]], what),
+        repeats=required(data, "repeats", dict[str, list[dict[str, float]]], what), edges=edges,
+        extra=required(data, "extra", dict[str, dict[str, Any]], what), notes=required(data, "notes", list[str], what),
+    )  # fmt: skip
 
 
 def _json_safe(x: Any) -> Any:

@@ -30,6 +30,9 @@ if TYPE_CHECKING:  # torch is imported lazily: `saelab --help` lists tasks witho
     import torch
 
 MAX_PAIRS = 500
+MAX_PROMPT_TOKENS = 128  # per prompt: patching repeats the forward per layer/head, so one long prompt costs GBs
+MAX_CELL_CHARS = 32 * MAX_PROMPT_TOKENS  # refused before tokenising: no 128-token prompt is this long
+MAX_CSV_BYTES = 4 * 2**20
 CSV_COLUMNS = ("clean", "corrupted", "correct", "wrong")
 
 
@@ -221,6 +224,9 @@ def pairs_from_csv(data: bytes | str | Path, *, name: str = "upload", metric: st
     """
     if isinstance(data, Path):
         data = data.read_bytes()
+    if len(data) > MAX_CSV_BYTES:
+        raise BadInputError(f"The CSV is {len(data) / 2**20:.1f} MiB; at most {MAX_CSV_BYTES // 2**20} MiB "
+                            f"({MAX_PAIRS} prompt pairs) are accepted.")  # fmt: skip
     if isinstance(data, bytes):
         try:
             data = data.decode("utf-8-sig")
@@ -247,6 +253,9 @@ def pairs_from_csv(data: bytes | str | Path, *, name: str = "upload", metric: st
         for col in CSV_COLUMNS:
             if not row[col].strip():
                 raise BadInputError(f"Line {i}: column {col!r} is empty.")
+            if len(row[col]) > MAX_CELL_CHARS:
+                raise BadInputError(f"Line {i}: column {col!r} has {len(row[col]):,} characters; prompts are limited "
+                                    f"to {MAX_PROMPT_TOKENS} tokens.")  # fmt: skip
         correct = [a for a in row["correct"].split("|") if a]
         wrong = [a for a in row["wrong"].split("|") if a]
         if set(correct) & set(wrong):
@@ -283,6 +292,11 @@ def tokenize_task(task: CircuitTask, tokenizer, d_vocab: int, *, max_batch: int 
     for i, pair in enumerate(task.pairs):
         where = f"Pair {i + 1}"
         clean, corrupted = encode_prompt(tokenizer, pair.clean), encode_prompt(tokenizer, pair.corrupted)
+        if max(len(clean), len(corrupted)) > MAX_PROMPT_TOKENS:
+            raise BadInputError(
+                f"{where}: the prompt is {max(len(clean), len(corrupted))} tokens; circuit prompts are limited to "
+                f"{MAX_PROMPT_TOKENS} tokens (patching reruns the model once per layer and head). Shorten it."
+            )
         if len(clean) != len(corrupted):
             raise BadInputError(
                 f"{where}: the clean prompt is {len(clean)} tokens and the corrupted one {len(corrupted)}; patching "

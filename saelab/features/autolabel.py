@@ -1,7 +1,7 @@
 """The offline labelling algorithm: a contrastive-token rule per latent, scored by detection on held-out rows.
 
 How the rule is chosen and scored is described in `saelab.features.labels` (the types and files) and
-`formula_text`; detection itself is `saelab.features.detection`.
+`formula_text`; detection itself is `saelab.features.label_detection`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from saelab.errors import CorruptFileError, IncompatibleSAEError
-from saelab.features.detection import (
+from saelab.features.label_detection import (
     check_tokens,
     detection_scores,
     heldout_rows,

@@ -11,7 +11,7 @@
      are `searchsorted` of the bin edges in that key; interval samples are drawn stratified inside
      each interval's range. Window activations are looked up in token order (a CSR row pointer plus a
      vectorised binary search over each token's latents). No Python loop over latents or entries.
-  3. logit effects, neighbours and the feature map come from the weights alone.
+  3. logit effects, neighbours (`saelab.features.decoder_stats`) and the feature map come from the weights alone.
 
 Traps:
   * Position 0 and document separators are attention sinks (residual norm ~1e4 vs ~150): with
@@ -42,6 +42,9 @@ from saelab.configs import DictConfig
 from saelab.corpus import separator_id, sink_mask
 from saelab.errors import BadInputError, CorruptFileError
 from saelab.features import projection
+from saelab.features.dashboard_collect import F16_MAX, Checkpoint, Entries, collect, partial_dir
+from saelab.features.decoder_stats import logit_effects, neighbours
+from saelab.features.labels import read_labels
 from saelab.features.store import (
     FORMAT,
     FORMAT_VERSION,
@@ -52,15 +55,21 @@ from saelab.features.store import (
     TENSORS,
     tensor_shape,
 )
-from saelab.hooks import cache_activations
 from saelab.models.handle import ModelHandle
 from saelab.sae.files import LoadedSAE, check_fits
-from saelab.storage import DASHBOARD_DIR, SAE_WEIGHTS_FILE, atomic_dir, read_json, save_tensors, write_json
+from saelab.storage import (
+    DASHBOARD_DIR,
+    SAE_WEIGHTS_FILE,
+    atomic_dir,
+    read_json,
+    remove_stale_temps,
+    save_tensors,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
-_F16_MAX = float(torch.finfo(torch.float16).max)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "int32": torch.int32}
 
 
@@ -84,13 +93,14 @@ class DashboardConfig(DictConfig):
     skip_first_position: bool = True
     skip_separator: bool = True
     max_entries: int = 200_000_000  # positive activations held in RAM (8 bytes each)
+    checkpoint_rows: int = 128  # save the activations phase every this many rows (0: never); a rerun resumes
 
     def __post_init__(self) -> None:
         for name in ("n_top", "n_int", "n_per", "n_bins", "n_logits", "n_neighbours", "n_clusters", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise BadInputError(f"DashboardConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("ctx_left", "ctx_right", "seed", "max_entries"):
+        for name in ("ctx_left", "ctx_right", "seed", "max_entries", "checkpoint_rows"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise BadInputError(f"DashboardConfig.{name} must be an integer ≥ 0, got {value!r}")
@@ -104,65 +114,9 @@ class DashboardConfig(DictConfig):
         return self.ctx_left + 1 + self.ctx_right
 
 
-@dataclass
-class _Entries:
-    """The positive activations, in token order (then latent order within a token)."""
-
-    tok: torch.Tensor  # int32 [M] flat index row * seq_len + pos into the analysed tokens
-    lat: torch.Tensor  # int16 (int32 if d_sae > 32767) [M]
-    val: torch.Tensor  # float16 [M] > 0 (clamped to float16's max)
-    count: torch.Tensor  # int64 [d] positive activations per latent
-    total: torch.Tensor  # float64 [d] their sum (exact float32 values)
-    vmax: torch.Tensor  # float32 [d] their maximum
-
-
-def _collect(
-    handle: ModelHandle,
-    loaded: LoadedSAE,
-    tokens: torch.Tensor,
-    keep: torch.Tensor,
-    cfg: DashboardConfig,
-    tick: Callable[[int], None],
-) -> _Entries:
-    """Forward + encode every batch of rows; keep the positive activations of the `keep` positions."""
-    sae, hook, d = loaded.sae, loaded.hook, int(loaded.sae.cfg.d_sae)
-    lat_dtype = torch.int16 if d <= 32767 else torch.int32
-    flat_BP = torch.arange(tokens.numel(), dtype=torch.int32).view_as(tokens)
-    count, total = torch.zeros(d, dtype=torch.int64), torch.zeros(d, dtype=torch.float64)
-    vmax = torch.zeros(d, dtype=torch.float32)
-    parts: tuple[list, list, list] = ([], [], [])
-    n_entries = 0
-    for b0 in range(0, len(tokens), cfg.batch_size):
-        keep_BP = keep[b0 : b0 + cfg.batch_size]
-        if keep_BP.any():
-            act = cache_activations(handle, tokens[b0 : b0 + cfg.batch_size], [hook], stop_early=True)[hook]
-            f_ND = sae.encode(act[keep_BP].to(device=sae.device, dtype=sae.dtype))
-            f_ND = (f_ND.to_dense() if f_ND.is_sparse else f_ND).float().cpu()
-            nz = (f_ND > 0).nonzero()
-            row, lat = nz[:, 0], nz[:, 1]
-            val = f_ND[row, lat]
-            count += torch.bincount(lat, minlength=d)
-            total += torch.bincount(lat, weights=val.double(), minlength=d)
-            vmax.scatter_reduce_(0, lat, val, "amax")
-            n_entries += len(val)
-            if n_entries > cfg.max_entries:
-                raise BadInputError(
-                    f"More than max_entries={cfg.max_entries:,} positive activations ({n_entries:,} after "
-                    f"{b0 + len(keep_BP)} of {len(tokens)} rows): this SAE is too dense for that many tokens. "
-                    "Use fewer tokens or raise max_entries (8 bytes of RAM each)."
-                )
-            parts[0].append(flat_BP[b0 : b0 + cfg.batch_size][keep_BP][row])
-            parts[1].append(lat.to(lat_dtype))
-            parts[2].append(val.clamp(max=_F16_MAX).half())
-        tick(int(keep_BP.sum()))
-    dtypes = (torch.int32, lat_dtype, torch.float16)
-    tok, lat, val = (torch.cat(p) if p else torch.zeros(0, dtype=dt) for p, dt in zip(parts, dtypes))
-    return _Entries(tok, lat, val, count, total, vmax)
-
-
 def _count_above(skey: torch.Tensor, seg_start: torch.Tensor, edges_DM: torch.Tensor) -> torch.Tensor:
     """int64 `[d, m]`: how many entries of latent i have a float16 value > edges_DM[i, m] (float32)."""
-    e16 = edges_DM.clamp(max=_F16_MAX).half()
+    e16 = edges_DM.clamp(max=F16_MAX).half()
     bits = e16.view(torch.int16).long() - (e16.float() > edges_DM).long()  # largest f16 ≤ edge
     lat = torch.arange(len(edges_DM)).view(-1, 1)
     query = (lat * 65536 + 32767 - bits).to(skey.dtype).contiguous()
@@ -198,7 +152,7 @@ def _windows(tokens: torch.Tensor, t_S: torch.Tensor, lat_S: torch.Tensor, ptr, 
     return ids, acts
 
 
-def _statistics(e: _Entries, tokens: torch.Tensor, n_tokens: int, cfg: DashboardConfig) -> dict[str, torch.Tensor]:
+def _statistics(e: Entries, tokens: torch.Tensor, n_tokens: int, cfg: DashboardConfig) -> dict[str, torch.Tensor]:
     d, M = len(e.count), len(e.val)
     key_dtype = torch.int32 if d <= 32767 else torch.int64
     key = e.lat.to(key_dtype) * 65536 + (32767 - e.val.view(torch.int16).to(key_dtype))
@@ -244,59 +198,6 @@ def _statistics(e: _Entries, tokens: torch.Tensor, n_tokens: int, cfg: Dashboard
     t_q = torch.where(m < n, s_tok[(start[..., None] + off).clamp(max=M)].long(), -1)
     out["q_tokens"], out["q_acts"] = _windows(tokens, t_q, latents[:, None, None], ptr, e_lat, e_val, cfg)
     return out
-
-
-def _residual_directions(model, hook: str, W_dec: torch.Tensor) -> tuple[torch.Tensor | None, str]:
-    """`[d_sae, d_model]`: what each decoder row writes into the residual stream (None if unknown)."""
-    layer = ModelHandle.hook_layer(hook)
-    if hook.endswith("attn.hook_z") and layer is not None:
-        W_O = model.blocks[layer].attn.W_O.detach().float()  # [heads, d_head, d_model]
-        return torch.einsum(
-            "shd,hdm->sm", W_dec.view(len(W_dec), *W_O.shape[:2]), W_O
-        ), f"W_dec[i] @ blocks.{layer}.attn.W_O"
-    if hook.endswith("mlp.hook_post") and layer is not None:
-        return W_dec @ model.blocks[layer].mlp.W_out.detach().float(), f"W_dec[i] @ blocks.{layer}.mlp.W_out"
-    return (W_dec, "W_dec[i]") if W_dec.shape[1] == model.cfg.d_model else (None, "")
-
-
-def _logit_effects(handle: ModelHandle, hook: str, W_dec: torch.Tensor, n: int) -> tuple[dict, str]:
-    """Top/bottom `n` tokens of each latent's direct effect on the logits, and the formula used."""
-    model, d = handle.model, len(W_dec)
-    names = ("logit_pos_ids", "logit_pos_vals", "logit_neg_ids", "logit_neg_vals")
-    D, r = _residual_directions(model, hook, W_dec)
-    if D is None:
-        out = {k: torch.full((d, n), -1 if "ids" in k else float("nan")) for k in names}
-        return out, f"not computed: {hook} does not write into the residual stream (ids -1, values NaN)"
-    W_U = model.W_U.detach().float()
-    w = getattr(getattr(model, "ln_final", None), "w", None)
-    if w is not None:
-        W_U = w.detach().float()[:, None] * W_U
-    formula = (
-        f"effect[i, v] = sum_j r_i[j] * {'ln_final.w[j] * ' if w is not None else ''}W_U[j, v] with r_i = {r} "
-        "(the direction through the unembedding; no RMS scale, no b_U); logit_pos = the n_logits largest "
-        "effects (descending), logit_neg = the n_logits smallest (ascending)"
-    )
-    k = min(n, W_U.shape[1])
-    parts: dict[str, list] = {name: [] for name in names}
-    for c0 in range(0, d, 256):
-        L = D[c0 : c0 + 256] @ W_U  # [256, d_vocab]
-        top, bot = L.topk(k, dim=1), L.topk(k, dim=1, largest=False)
-        for name, t in zip(names, (top.indices, top.values, bot.indices, bot.values)):
-            parts[name].append(t)
-    return {name: torch.cat(v) for name, v in parts.items()}, formula
-
-
-def _neighbours(W_dec: torch.Tensor, n: int) -> dict[str, torch.Tensor]:
-    d = len(W_dec)
-    U = W_dec / W_dec.norm(dim=1, keepdim=True).clamp(min=1e-12)
-    ids, cos = torch.full((d, n), -1, dtype=torch.int32), torch.full((d, n), float("nan"))
-    k = min(n, d - 1)
-    for c0 in range(0, d, 1024):
-        S = U[c0 : c0 + 1024] @ U.T
-        S[torch.arange(len(S)), torch.arange(c0, c0 + len(S))] = -float("inf")  # not its own neighbour
-        top = S.topk(k, dim=1)
-        ids[c0 : c0 + len(S), :k], cos[c0 : c0 + len(S), :k] = top.indices.int(), top.values
-    return {"nbr_ids": ids, "nbr_cos": cos}
 
 
 def _fingerprint(loaded: LoadedSAE) -> str:
@@ -371,6 +272,11 @@ def build_dashboards(
         raise BadInputError("No token is left to analyse once row starts and separators are skipped.")
     report = progress or (lambda phase, done, total: None)
     phase = _Phases(report)
+    fingerprint = _fingerprint(loaded)
+    tokens_fingerprint = hashlib.sha256(tokens.numpy().tobytes()).hexdigest()[:16]
+    settings = {k: v for k, v in cfg.to_dict().items() if k != "checkpoint_rows"}
+    identity = {"sae": fingerprint, "tokens": tokens_fingerprint, "hook": hook, "config": settings}
+    remove_stale_temps(out)
 
     with torch.inference_mode():
         with phase("activations", n_tokens), tqdm(total=n_tokens, unit="tok", desc="dashboards", disable=None) as bar:
@@ -380,7 +286,9 @@ def build_dashboards(
                 bar.update(n)
                 report("activations", bar.n, n_tokens)
 
-            entries = _collect(run_handle, loaded, tokens, keep, cfg, tick)
+            checkpoint = Checkpoint(partial_dir(out), identity)
+            entries = collect(run_handle, loaded, tokens, keep, batch_size=cfg.batch_size, max_entries=cfg.max_entries,
+                              tick=tick, checkpoint=checkpoint, checkpoint_rows=cfg.checkpoint_rows)  # fmt: skip
             del run_handle
         n_entries = len(entries.val)
         with phase("statistics"):
@@ -388,14 +296,13 @@ def build_dashboards(
             del entries
         W_dec = sae.W_dec.detach().float().cpu()
         with phase("logits"):
-            logits, logit_formula = _logit_effects(handle, hook, W_dec, cfg.n_logits)
+            logits, logit_formula = logit_effects(handle, hook, W_dec, cfg.n_logits)
         with phase("neighbours"):
-            tensors.update(logits, **_neighbours(W_dec, cfg.n_neighbours))
+            tensors.update(logits, **neighbours(W_dec, cfg.n_neighbours))
         with phase("projection"):
             xy, cluster = projection.project_decoder(W_dec, cfg.projection, cfg.n_clusters, cfg.seed)
             tensors.update(map_xy=torch.from_numpy(xy), map_cluster=torch.from_numpy(cluster))
 
-    fingerprint = _fingerprint(loaded)
     sizes = {"d_sae": int(sae.cfg.d_sae), "ctx": cfg.ctx, **{k: getattr(cfg, k) for k in _SIZE_KEYS}}
     meta: dict[str, Any] = {
         "format": FORMAT,
@@ -413,7 +320,7 @@ def build_dashboards(
         "separator_id": sep,
         "config": cfg.to_dict(),
         "corpus": corpus_provenance if corpus_provenance is not None else {"note": "no provenance given"},
-        "tokens_fingerprint": hashlib.sha256(tokens.numpy().tobytes()).hexdigest()[:16],
+        "tokens_fingerprint": tokens_fingerprint,
         "sae": {
             "path": str(loaded.path),
             "fingerprint": fingerprint,
@@ -440,6 +347,7 @@ def build_dashboards(
             raise RuntimeError(f"bug: {name} has shape {list(tensors[name].shape)}, expected {meta['tensors'][name]}")
     with phase("write"):
         _write(out, {name: tensors[name] for name in TENSORS}, meta)
+    checkpoint.clear()
     size = sum(p.stat().st_size for p in out.iterdir())
     log.info("dashboards for %d latents over %d tokens: %.1f MB in %s", sizes["d_sae"], n_tokens, size / 1e6, out)
     return out
@@ -449,14 +357,18 @@ _SIZE_KEYS = ("n_top", "n_int", "n_per", "n_bins", "n_logits", "n_neighbours")
 
 
 def _write(out: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Replace `out` whole; keep its labels.json if it was made for the same SAE weights."""
+    """Replace `out` whole; keep its labels.json if it was made for the same SAE weights and is readable (a
+    corrupt one is dropped: copying it back would make the rebuild that was meant to repair it loop)."""
     keep_labels = False
     if (out / LABELS_FILE).is_file() and (out / META_FILE).is_file():
         try:
             old = read_json(out / META_FILE)
             keep_labels = old.get("sae", {}).get("fingerprint") == meta["sae"]["fingerprint"]
-        except (CorruptFileError, AttributeError):  # an unreadable old folder is simply replaced
-            pass
+            if keep_labels:
+                read_labels(out)
+        except (CorruptFileError, AttributeError) as err:  # an unreadable old folder or label file is replaced
+            log.warning("dashboards: not keeping %s (%s)", out / LABELS_FILE, err)
+            keep_labels = False
     with atomic_dir(out) as tmp:
         save_tensors(tmp / LATENTS_FILE, tensors, metadata={"format": FORMAT})
         if keep_labels:

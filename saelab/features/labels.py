@@ -11,7 +11,7 @@ wherever it is stored.
    `formula_text`); up to `max_tokens` tokens that recur in the contexts and are over-represented make the
    rule. When the contexts share no such token the rule falls back to the latent's most promoted logit
    tokens ("promotes: …").
-2. Detection (`saelab.features.detection`): on held-out rows the dashboards never saw, sequence level. Up to N rows
+2. Detection (`saelab.features.label_detection`): on held-out rows the dashboards never saw, sequence level. Up to N rows
    where the latent fires and as many where it never fires; the rule predicts "fires" iff the row contains
    a rule token; balanced accuracy (TPR + TNR)/2 and F1, with the counts.
 
@@ -160,6 +160,8 @@ class LatentLabel:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LatentLabel:
+        if not isinstance(d, Mapping):
+            raise CorruptFileError(f"a latent label must be a JSON object, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -244,7 +246,7 @@ def read_labels(sae_dir: str | Path) -> LabelSet | None:
         return None
     try:
         return LabelSet.from_dict(read_json(path))
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, AttributeError, CorruptFileError) as err:
         raise CorruptFileError(f"{path} is not a labels file ({err}); it was left untouched.") from err
 
 

@@ -30,12 +30,14 @@ import numpy as np
 import torch
 
 from saelab.errors import BadInputError, SaelabError
-from saelab.features.detection import HeldoutRows, predict_rows, sample_rows, score_predictions, too_few_rows
+from saelab.features.label_detection import HeldoutRows, predict_rows, sample_rows, score_predictions, too_few_rows
 from saelab.features.labels import LabelSet, dashboard_arrays
+from saelab.trust import check_endpoint_url
 
 log = logging.getLogger(__name__)
 
 _MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+_MAX_ERROR_BYTES = 4096  # of an error body: enough for a message, never the whole of a hostile answer
 UNREACHABLE_NOTE = "endpoint unreachable: offline proxy labels used"
 
 EXPLAINER_SYSTEM = (
@@ -75,7 +77,7 @@ class LLMEndpoint:
     def __post_init__(self) -> None:
         if not isinstance(self.base_url, str) or not self.base_url.startswith(("http://", "https://")):
             raise BadInputError(f"The endpoint URL must start with http:// or https://, got {self.base_url!r}.")
-        self.base_url = self.base_url.rstrip("/")
+        self.base_url = check_endpoint_url(self.base_url.rstrip("/"))
         if not isinstance(self.model, str) or not self.model.strip():
             raise BadInputError("Name the endpoint's model (e.g. the name your local server loaded).")
         if not isinstance(self.timeout, int | float) or not 0 < self.timeout <= 600:
@@ -99,7 +101,9 @@ class LLMEndpoint:
             with urllib.request.urlopen(request, timeout=self.timeout) as resp:
                 raw = _read_until(resp, deadline, self.url, self.timeout)
         except urllib.error.HTTPError as err:
-            detail = _snippet(err.read() if err.fp else b"")
+            detail = _snippet(
+                _read_until(err, deadline, self.url, self.timeout, cap=_MAX_ERROR_BYTES) if err.fp else b""
+            )
             raise EndpointError(f"{self.url} answered HTTP {err.code} {err.reason}: {detail}") from err
         except urllib.error.URLError as err:
             reason = err.reason
@@ -113,7 +117,7 @@ class LLMEndpoint:
         try:
             data = json.loads(raw.decode("utf-8"))
             content = data["choices"][0]["message"]["content"]
-        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, IndexError, TypeError) as err:
+        except (UnicodeDecodeError, ValueError, KeyError, IndexError, TypeError, RecursionError) as err:
             raise EndpointError(
                 f"{self.url} did not return an OpenAI-style chat completion ({type(err).__name__}): {_snippet(raw)}"
             ) from err
@@ -122,16 +126,27 @@ class LLMEndpoint:
         return content
 
 
-def _read_until(resp, deadline: float, url: str, timeout: float) -> bytes:
-    """Read the whole response, but give up at `deadline` (a server trickling bytes cannot hold us)."""
+def _read_until(resp, deadline: float, url: str, timeout: float, cap: int | None = None) -> bytes:
+    """Read the whole response, but give up at `deadline` (a server trickling bytes cannot hold us).
+
+    With `cap`, return at most `cap` bytes (an error body: its start is enough); without, more than
+    `_MAX_RESPONSE_BYTES` is an error."""
     chunks, size = [], 0
     while True:
         if time.monotonic() > deadline:
+            if cap is not None:
+                return b"".join(chunks)
             raise EndpointError(f"{url} took longer than {2 * timeout:g} s to send its answer.")
-        chunk = resp.read(65536)
+        read = getattr(resp, "read1", resp.read)  # read1: what has arrived (one recv), so the deadline is kept
+        chunk = read(min(65536, cap - size) if cap is not None else 65536)
         if not chunk:
             return b"".join(chunks)
         size += len(chunk)
+        if cap is not None:
+            chunks.append(chunk)
+            if size >= cap:
+                return b"".join(chunks)
+            continue
         if size > _MAX_RESPONSE_BYTES:
             raise EndpointError(f"{url} sent more than {_MAX_RESPONSE_BYTES // 2**20} MiB; not a chat completion.")
         chunks.append(chunk)

@@ -1,6 +1,6 @@
 """Analyse one user text: which latents fire on which token ("test your own text" on a feature page).
 
-One short text, so the forward runs in the model's own dtype (fp32) through `saelab.hooks` and stops
+One short text, so the forward runs in the model's own dtype (fp32) through `saelab.sae.text_latents` and stops
 after the SAE's hook. The text is preceded by the separator token (`<|endoftext|>`), exactly as a document
 starts inside the packed training rows: the separator takes the attention-sink role at position 0 and the
 user's first token is analysed like any other.
@@ -18,13 +18,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from saelab.corpus import separator_id, sink_mask
+from saelab.activations.text_batches import check_max_tokens
+from saelab.corpus import sink_mask
 from saelab.errors import BadInputError
-from saelab.hooks import cache_activations
 from saelab.models.handle import ModelHandle
 from saelab.sae.files import LoadedSAE
-
-_CHARS_PER_TOKEN_CAP = 64  # tokenize at most max_tokens × this many characters (a pasted book stays fast)
+from saelab.sae.text_latents import text_latents
 
 
 @dataclass
@@ -71,6 +70,41 @@ class PromptAnalysis:
         out[self.nz_pos[hit]] = self.nz_value[hit]
         return [float(v) for v in out]
 
+    def strongest_latents(self) -> list[tuple[int, float] | None]:
+        """Per position, the latent that fires most there and its activation (None at sinks and where none fires)."""
+        return [(int(a[0][0]), float(a[0][1])) if a and a[0][1] > 0 else None for a in self.acts]
+
+    def top(self, n: int) -> list[tuple[int, float]]:
+        """The `n` latents with the largest activation anywhere in the text: (latent, max activation), largest first."""
+        return [(int(t[0]), float(t[1])) for t in self.top_latents[: max(int(n), 0)]]
+
+    def activation_matrix(self, latents: list[int]) -> np.ndarray:
+        """`[len(latents), positions]` activations of these latents (0.0 at sinks and where a latent is silent)."""
+        out = np.zeros((len(latents), len(self.token_ids)), dtype=np.float32)
+        for row, latent in enumerate(latents):
+            hit = self.nz_latent == int(latent)
+            out[row, self.nz_pos[hit]] = self.nz_value[hit]
+        return out
+
+    def token_rows(self, labels: dict[int, str] | None = None) -> list[dict[str, object]]:
+        """A table of the text: per position its token (newlines as ↵, sinks marked) and its top latents as
+        "#latent (activation) label" in columns "latent 1", "latent 2", … (blank where a position has fewer)."""
+        labels = labels or {}
+        sinks = set(self.sink_positions)
+        n_show = max((len(a) for a in self.acts), default=0)
+        rows: list[dict[str, object]] = []
+        for pos, (tok, acts) in enumerate(zip(self.tokens, self.acts)):
+            shown = tok.replace("\n", "↵") + (" (sink)" if pos in sinks else "")
+            row: dict[str, object] = {"pos": pos, "token": shown}
+            for j in range(n_show):
+                if j < len(acts):
+                    lat, val = acts[j]
+                    row[f"latent {j + 1}"] = f"#{int(lat)} ({float(val):.3g}) {labels.get(int(lat), '')}".strip()
+                else:
+                    row[f"latent {j + 1}"] = ""
+            rows.append(row)
+        return rows
+
     @property
     def truncation_note(self) -> str | None:
         if not self.truncated:
@@ -97,13 +131,7 @@ def _check_text(text: object) -> str:
 
 
 def analyse_text(
-    handle: ModelHandle,
-    loaded: LoadedSAE,
-    text: str,
-    max_tokens: int = 512,
-    top_n: int = 5,
-    *,
-    prepend_separator: bool = True,
+    handle: ModelHandle, loaded: LoadedSAE, text: str, max_tokens: int = 512, top_n: int = 5
 ) -> PromptAnalysis:
     """Per-token latent activations of `loaded` on `text` (see `PromptAnalysis`).
 
@@ -112,31 +140,17 @@ def analyse_text(
     """
     t0 = time.perf_counter()
     text = _check_text(text)
-    if not isinstance(max_tokens, int) or max_tokens < 1:
-        raise BadInputError(f"max_tokens must be a positive integer, got {max_tokens!r}")
-    if not isinstance(top_n, int) or top_n < 1:
+    check_max_tokens(max_tokens)
+    if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
         raise BadInputError(f"top_n must be a positive integer, got {top_n!r}")
-    tok = handle.tokenizer
-    cap = max_tokens * _CHARS_PER_TOKEN_CAP
-    cut = len(text) > cap
-    ids = tok(text[:cap] if cut else text, add_special_tokens=False)["input_ids"]
-    n_input = len(ids)
-    truncated = cut or n_input > max_tokens
-    ids = ids[:max_tokens]
-    if not ids:
+    enc, f_LD = text_latents(handle, loaded, text, max_tokens)
+    ids = enc.ids[0]
+    if len(ids) < 2:
         raise BadInputError("Type some text to analyse: the text has no tokens.")
-    sep = separator_id(tok)
-    if prepend_separator:
-        ids = [sep, *ids]
-    tokens = torch.tensor([ids], dtype=torch.long, device=handle.cfg.device)
-
-    sae, hook = loaded.sae, loaded.hook
-    d_sae = int(sae.cfg.d_sae)
-    act = cache_activations(handle, tokens, [hook])[hook]
-    with torch.no_grad():  # not inference_mode: the sink rows are zeroed in place below
-        f_LD = sae.encode(act.to(device=sae.device, dtype=sae.dtype)).reshape(len(ids), d_sae).float().cpu()
-    sink = ~sink_mask(torch.tensor([ids]), sep)[0]
-    f_LD[sink] = 0.0
+    tok = handle.tokenizer
+    d_sae = int(loaded.sae.cfg.d_sae)
+    sink = ~sink_mask(torch.tensor([ids]), enc.sep)[0]
+    truncated = enc.truncated(0)
 
     pos, lat = torch.nonzero(f_LD, as_tuple=True)
     val = f_LD[pos, lat]
@@ -148,20 +162,20 @@ def analyse_text(
     ranked = ranked[max_v[ranked] > 0]
     top_latents = [(int(j), float(max_v[j]), int(max_pos[j])) for j in ranked]
     return PromptAnalysis(
-        text=tok.decode(ids[1:] if prepend_separator else ids) if truncated else text,
+        text=tok.decode(ids[1:]) if truncated else text,
         tokens=[tok.decode([t]) for t in ids],
         token_ids=[int(t) for t in ids],
         sink_positions=[int(i) for i in torch.nonzero(sink).flatten()],
         acts=acts,
         top_latents=top_latents,
         truncated=truncated,
-        n_input_tokens=n_input,
+        n_input_tokens=enc.n_input_tokens[0],
         max_tokens=max_tokens,
-        hook=hook,
+        hook=loaded.hook,
         nz_pos=pos.numpy(),
         nz_latent=lat.numpy(),
         nz_value=val.numpy(),
-        input_cut=cut,
+        input_cut=enc.char_cut[0],
         elapsed_s=round(time.perf_counter() - t0, 4),
     )
 

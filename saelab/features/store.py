@@ -231,7 +231,7 @@ class DashboardStore:
 
         A file that is not a label set raises `CorruptFileError`.
         """
-        from saelab.features.labels import LabelSet
+        from saelab.features.labels import read_labels
 
         path = self.path / LABELS_FILE
         try:
@@ -240,7 +240,7 @@ class DashboardStore:
             return None
         with self._lock:
             if self._labels is None or self._labels[0] != mtime:
-                self._labels = (mtime, LabelSet.from_dict(read_json(path)))
+                self._labels = (mtime, read_labels(self.path))
             return self._labels[1]
 
 

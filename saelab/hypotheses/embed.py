@@ -4,8 +4,9 @@ Two sources, in a registry:
   * "minilm": all-MiniLM-L6-v2 sentence embeddings (`saelab.embeddings.embed_texts`; unit norm, 384-d),
     the paper's kind of embedding (it used OpenAI's text-embedding-3; this is the offline stand-in).
   * "lm": the default LM's residual stream at `blocks.{layer}.hook_resid_post`, mean-pooled over each
-    text's tokens except position 0 (the attention sink, whose norm is ~100× the others), through
-    `saelab.hooks.cache_activations`. Texts are cut to `LM_MAX_TOKENS` tokens.
+    text's non-sink tokens (tokenised, batched and masked by `saelab.activations.text_batches`, as every
+    analysis reads texts: separator first, which is an attention sink with ~100× the norm, never pooled).
+    Texts are cut to `LM_MAX_TOKENS` tokens.
 The cache key is a SHA-256 of the texts, the source, the model and the layer; files are safetensors under
 `cache_dir()/hypotheses/embeddings/`, written atomically. Recomputing never changes a cached file's
 meaning: the key names everything the embedding depends on.
@@ -28,6 +29,7 @@ from saelab.storage import cache_dir, load_tensors, save_tensors
 log = logging.getLogger(__name__)
 
 LM_MAX_TOKENS = 128
+EMBED_VERSION = 2  # in the cache key: 2 = texts read through saelab.activations.text_batches
 Progress = Callable[[int, int], None] | None
 
 
@@ -52,33 +54,20 @@ def _minilm(texts: Sequence[str], spec: EmbedSpec, progress: Progress, handle: A
 
 
 def _lm(texts: Sequence[str], spec: EmbedSpec, progress: Progress, handle: Any) -> tuple[np.ndarray, str]:
-    from saelab.hooks import cache_activations
+    from saelab.activations.text_batches import encode_texts, run_batches
 
     if handle is None:
         from saelab.models import load_model
 
         handle = load_model(spec.model) if spec.model else load_model()
     hook = handle.check_hook(f"blocks.{spec.layer}.hook_resid_post")
-    tok = handle.tokenizer
-    ids = [tok.encode(t, add_special_tokens=False)[:LM_MAX_TOKENS] or [tok.eos_token_id or 0] for t in texts]
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    order = np.argsort([len(x) for x in ids], kind="stable")
+    enc = encode_texts(handle.tokenizer, texts, LM_MAX_TOKENS)
     out = np.zeros((len(texts), handle.d_model), dtype=np.float32)
-    batch = 64  # per-forward overhead dominates short texts on CPU; bigger batches amortise it
-    for start in range(0, len(texts), batch):
-        idx = order[start : start + batch]
-        width = max(len(ids[i]) for i in idx)
-        tokens = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.float32)
-        for row, i in enumerate(idx):
-            tokens[row, : len(ids[i])] = torch.tensor(ids[i])
-            # Right padding under a causal mask leaves real tokens untouched; pool real tokens after the sink.
-            mask[row, 1 if len(ids[i]) > 1 else 0 : len(ids[i])] = 1.0
-        acts_BPD = cache_activations(handle, tokens, [hook])[hook].float()
-        pooled = (acts_BPD * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-        out[idx] = pooled.numpy()
-        if progress is not None:
-            progress(min(start + batch, len(texts)), len(texts))
+    # batch 64: per-forward overhead dominates short texts on CPU; bigger batches amortise it
+    for batch, acts in run_batches(handle, enc, [hook], 64, progress):
+        keep = batch.keep_BP[..., None].float()
+        pooled = (acts[hook].float() * keep).sum(1) / keep.sum(1).clamp_min(1.0)
+        out[batch.index] = pooled.cpu().numpy()
     return out, handle.name
 
 
@@ -90,7 +79,9 @@ EMBEDDERS: dict[str, Callable[[Sequence[str], EmbedSpec, Progress, Any], tuple[n
 
 def cache_key(texts: Sequence[str], spec: EmbedSpec, model_name: str | None = None) -> str:
     h = hashlib.sha256()
-    h.update(f"{spec.source}|{spec.model or model_name or ''}|{spec.layer if spec.source == 'lm' else ''}".encode())
+    h.update(
+        f"{EMBED_VERSION}|{spec.source}|{spec.model or model_name or ''}|{spec.layer if spec.source == 'lm' else ''}".encode()
+    )
     for t in texts:
         h.update(hashlib.sha256(t.encode("utf-8")).digest())
     return h.hexdigest()[:32]

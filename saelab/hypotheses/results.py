@@ -1,7 +1,7 @@
 """Typed results of a hypothesis run: one row per hypothesis, one block per method (SAE, baseline).
 
-Everything here is plain data (JSON via `to_dict`), documented field by field, so the page, the CLI,
-the figures and the exports read the same object.
+Everything here is plain data (JSON via `HypothesisResult.to_dict`, back via `from_dict`), documented field by
+field, so the page, the CLI, the figures and the exports read the same object.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from saelab.hypotheses.validate import HypothesisStats, Validation
+from saelab.typed_json import from_checked_dict
 
 PROXY_NOTE = (
     "PROXY: offline, each hypothesis is a keyword rule ('mentions any of: …') found by contrasting the latent's "
@@ -60,6 +61,11 @@ class Hypothesis:
     n_true: int
     examples: list[dict[str, Any]] = field(default_factory=list)
 
+    @classmethod
+    def from_dict(cls, data: Any) -> Hypothesis:
+        """From `asdict()` as saved in a run's JSON (null statistics read back as NaN)."""
+        return from_checked_dict(cls, data)
+
     def row(self) -> dict[str, Any]:
         """A flat row for tables and CSV (no examples)."""
         d = {k: v for k, v in asdict(self).items() if k != "examples"}
@@ -94,6 +100,11 @@ class MethodResult:
     redundancy: float
     n_distinct: int
     notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> MethodResult:
+        """From `asdict()` as saved in a run's JSON, each hypothesis a `Hypothesis` again."""
+        return from_checked_dict(cls, data)
 
     @property
     def fit_label(self) -> str:

@@ -23,14 +23,15 @@ from saelab.errors import BadInputError
 from saelab.features.llm import EndpointError
 from saelab.hypotheses.baseline import bag_of_words, examples_for
 from saelab.hypotheses.embed import EmbedSpec, embed
+from saelab.hypotheses.embedding_sae import min_train_texts, train_embedding_sae
 from saelab.hypotheses.interpret import Interpretation, KeywordRule, interpret_keywords, term_matrix
 from saelab.hypotheses.results import PROXY_NOTE, MethodResult, build_method
-from saelab.hypotheses.sae import min_train_texts, train_embedding_sae
 from saelab.hypotheses.select import select_features
 from saelab.hypotheses.target import prepare
 from saelab.hypotheses.validate import FORMULAS, validate
 from saelab.storage import jsonable
 from saelab.textsets import TextSet, split
+from saelab.typed_json import from_checked_dict
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,11 @@ class HypothesisResult:
 
     def to_dict(self) -> dict[str, Any]:
         return jsonable(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Any) -> HypothesisResult:
+        """From `to_dict()` (an export's result.json): the methods and their hypotheses as their types again."""
+        return from_checked_dict(cls, data)
 
 
 class _Bar:

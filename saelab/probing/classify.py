@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from saelab.errors import BadInputError
+from saelab.typed_json import from_checked_dict
 
 NUMERIC = ("ridge", "linear")
 TUNABLE = ("logistic-l2", "logistic-l1", "topk", "ridge")  # the classifiers that have a C
@@ -259,6 +260,11 @@ class CVResult:
             "fold_class_counts": self.fold_class_counts,
         }
 
+    @classmethod
+    def from_dict(cls, data: Any) -> CVResult:
+        """From `to_dict()`; its mean and std are recomputed from the scores."""
+        return from_checked_dict(cls, data)
+
 
 def fold_indices(y: np.ndarray, folds: int, seed: int, *, numeric: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train, validation) index pairs: StratifiedKFold(shuffle, seed) for classes, KFold for numbers."""
@@ -336,6 +342,10 @@ class CTuning:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> CTuning:
+        return from_checked_dict(cls, data)
 
 
 def tune_C(

@@ -134,7 +134,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from saelab.probing.classify import CLASSIFIERS
-    from saelab.probing.detection import DETECTORS
+    from saelab.probing.concept_detection import DETECTORS
 
     p = sub.add_parser("probe", help="probe SAE latents / hidden states / neurons / TF-IDF on a labelled text set")
     g = p.add_argument_group("data")

@@ -18,7 +18,7 @@ from saelab.probing import classify, metrics
 class Evaluation:
     test: dict[str, Any]
     ci: dict[str, tuple[float, float]]
-    cv: dict[str, Any]
+    cv: classify.CVResult
     sparse: list[dict[str, Any]]
     learning: list[dict[str, Any]]
     msp_error: dict[str, Any] | None
@@ -67,7 +67,7 @@ def evaluate(cfg: Any, name: str, task: str, probe, X_tr, y_tr, X_te, y_te, say)
         C=cfg.C,
         k=cfg.k,
         progress=lambda d, t: say("cross-validation", d, t),
-    ).to_dict()
+    )
 
     sparse = []
     if task == "classification":
@@ -131,7 +131,7 @@ def layer_curve(cfg, name, fs, n_tr, y_tr, y_te, task) -> list[dict[str, Any]]:
 
 def detection(cfg, texts: list[str], y: np.ndarray, n_tr: int, handle, loaded_sae) -> Any:
     """AxBench detection on (at most `detection_max_texts`, stratified) train and test texts."""
-    from saelab.probing.detection import collect_tokens, run_detection
+    from saelab.probing.concept_detection import collect_tokens, run_detection
 
     cap = max(4, int(cfg.detection_max_texts) // 2)
     tr = metrics.stratified_subsample(y[:n_tr], min(cap, n_tr), cfg.seed)
@@ -139,7 +139,7 @@ def detection(cfg, texts: list[str], y: np.ndarray, n_tr: int, handle, loaded_sa
     hook = loaded_sae.hook if loaded_sae is not None else (cfg.hook or f"blocks.{cfg.layer}.hook_resid_post")
     methods = list(cfg.detection)
     if handle is None:
-        from saelab.probing.detection import TokenData
+        from saelab.probing.concept_detection import TokenData
 
         train = TokenData([texts[i] for i in tr], y[tr])
         test = TokenData([texts[i] for i in te], y[te])
@@ -230,7 +230,7 @@ def source_results(cfg, fs, n_tr: int, n_used: int, y_te: np.ndarray, task: str)
     neurons source's best single neuron per layer."""
     out: dict[str, Any] = {}
     if "sav" in fs.extra and task == "classification":
-        from saelab.probing.sources import sav_predict
+        from saelab.probing.feature_sources import sav_predict
 
         sav = fs.extra["sav"]
         pred = np.asarray(sav_predict(fs, fs.X[n_tr:n_used])).astype(np.int64)

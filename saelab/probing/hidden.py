@@ -11,18 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from saelab.activations.text_batches import PAD_SIDE, SKIP_POSITIONS, encode_texts, run_batches
 from saelab.errors import BadInputError
-from saelab.probing.pooling import (
-    DENSE_POOLINGS,
-    PAD_SIDE,
-    POOLING_FORMULAS,
-    SKIP_POSITIONS,
-    encode_texts,
-    pool,
-    run_batches,
-    truncation_note,
-)
-from saelab.probing.src_base import FeatureSet, SourceParams
+from saelab.probing.feature_set import FeatureSet, SourceParams
+from saelab.probing.pooling import DENSE_POOLINGS, POOLING_FORMULAS, pool, truncation_note
 
 
 def dense_pooling(params: SourceParams) -> tuple[str, list[str]]:

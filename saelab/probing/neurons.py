@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from saelab.activations.text_batches import encode_texts
 from saelab.errors import BadInputError
+from saelab.probing.feature_set import FeatureSet, SourceParams
 from saelab.probing.hidden import base_params, dense_pooling, resid_hook
-from saelab.probing.pooling import POOLING_FORMULAS, encode_texts, run_pooled, truncation_note
-from saelab.probing.src_base import FeatureSet, SourceParams
+from saelab.probing.pooling import POOLING_FORMULAS, run_pooled, truncation_note
 
 MAX_SERIES_ROWS = 1000
 

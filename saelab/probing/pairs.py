@@ -1,7 +1,7 @@
 """Paired contrast: when a CSV holds pairs of texts (a minimal edit, a before/after), rank SAE latents by how much
 they change within the pairs: score_j = Σ_i |x_j(a_i) − x_j(b_i)| (x pooled per text, default last token).
 
-The ranking itself is `saelab.probing.sources.paired_contrast_ranking`; this module reads the pairs from a CSV
+The ranking itself is `saelab.probing.feature_sources.paired_contrast_ranking`; this module reads the pairs from a CSV
 (as data: pandas, strings only) and attaches labels, for the page and `saelab probe --pairs A B`.
 """
 
@@ -54,7 +54,7 @@ def rank_pairs(
     top: int = 30,
 ) -> list[dict[str, Any]]:
     """The `top` latents by paired contrast, with their (proxy) labels."""
-    from saelab.probing.sources import paired_contrast_ranking
+    from saelab.probing.feature_sources import paired_contrast_ranking
 
     ranked = paired_contrast_ranking(handle, loaded_sae, texts_a, texts_b, pooling=pooling, max_tokens=max_tokens)
     labels = labels or {}

@@ -18,6 +18,7 @@ import numpy as np
 from saelab.configs import DictConfig
 from saelab.errors import BadInputError
 from saelab.probing import classify, metrics
+from saelab.probing.report import ProbeReport  # re-exported: run_probe's result type
 from saelab.storage import jsonable
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class ProbeConfig(DictConfig):
     n_train: int | None = None  # optional stratified subsample of the training split (seeded)
     n_test: int | None = None  # optional stratified subsample of the test split (seeded)
     seed: int = 0
-    # feature source (saelab.probing.sources.SourceParams)
+    # feature source (saelab.probing.feature_sources.SourceParams)
     source: str = "sae"
     pooling: str = "topn-sum"
     topn: int = 20
@@ -89,7 +90,7 @@ class ProbeConfig(DictConfig):
         self.detection = list(self.detection)
 
     def source_params(self) -> Any:
-        from saelab.probing.sources import SourceParams
+        from saelab.probing.feature_sources import SourceParams
 
         return SourceParams(
             source=self.source,
@@ -103,46 +104,6 @@ class ProbeConfig(DictConfig):
             top_k_neurons=self.top_k_neurons,
             top_heads=self.top_heads,
         )
-
-
-@dataclass
-class ProbeReport:
-    """Everything a run found. Metric dicts hold floats; CIs are (low, high) 95 % bootstrap intervals.
-
-    `predictions` has one row per test text (index into the text set, text, true and predicted class names,
-    max probability, correct); misclassified first. `weights` are the probe's arrays (exported as safetensors)."""
-
-    config: dict[str, Any]
-    data: dict[str, Any]  # TextSet provenance, notes, classes, split sizes and indices
-    features: dict[str, Any]  # source, params, n_features, names of the top features
-    task: str  # "classification" or "regression"
-    classifier: str
-    metrics: dict[str, Any]
-    ci: dict[str, list[float]]
-    cv: dict[str, Any]
-    sparse: list[dict[str, Any]]
-    learning: list[dict[str, Any]]
-    msp_error: dict[str, Any] | None
-    msp_ood: dict[str, Any] | None
-    layers: list[dict[str, Any]] | None
-    detection: dict[str, Any] | None
-    source_results: dict[str, Any]  # source-specific: SAV head vote metrics, best neuron by layer
-    top_features: list[dict[str, Any]]
-    predictions: list[dict[str, Any]]
-    formulas: dict[str, str]
-    timings: dict[str, float]
-    notes: list[str]
-    weights: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
-    tuning: dict[str, Any] | None = None  # the cross-validated choice of C (classify.CTuning), when asked
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (weights excluded: they go to safetensors)."""
-        return {k: v for k, v in self.__dict__.items() if k != "weights"}
-
-    @property
-    def headline(self) -> tuple[str, float]:
-        key = "r2" if self.task == "regression" else "macro_f1"
-        return key, float(self.metrics[key])
 
 
 def load_textset(cfg: ProbeConfig) -> Any:
@@ -241,7 +202,7 @@ def run_probe(
     progress: Progress | None = None,
 ) -> ProbeReport:
     """Run the whole probe `cfg` describes. `textset` overrides loading (the page passes its upload)."""
-    from saelab.probing.sources import extract_features
+    from saelab.probing.feature_sources import extract_features
 
     say = progress or (lambda phase, done, total: None)
     config = cfg.to_dict()  # as asked: with tune_C, re-running it repeats the same (seeded) choice of C
@@ -291,7 +252,7 @@ def run_probe(
             name, X_tr, y_tr, grid=cfg.C_grid, folds=cfg.cv_folds, seed=cfg.seed, k=cfg.k,
             progress=lambda d, t: say("tuning C", d, t),
         )  # fmt: skip
-        tuning = found.to_dict()
+        tuning = found
         cfg = replace(cfg, C=found.best_C)  # every later fit (CV, sparse, learning curve, layers) uses C*
         notes.append(
             f"C = {found.best_C:g} chosen by {found.folds}-fold CV on the training split over {found.grid} "
@@ -316,7 +277,7 @@ def run_probe(
         else:
             say("detection", 0, 1)
             t2 = time.perf_counter()
-            detection = evaluate.detection(cfg, texts, y_used, n_tr, handle, loaded_sae).to_dict()
+            detection = evaluate.detection(cfg, texts, y_used, n_tr, handle, loaded_sae)
             timings["detection_s"] = time.perf_counter() - t2
     labels = _label_lookup(cfg, latent_labels) if fs.latent_ids is not None else {}
     top = evaluate.top_features(probe, fs, labels, classes, cfg.n_top_features)
@@ -325,7 +286,7 @@ def run_probe(
     return ProbeReport(
         config=config,
         data={
-            **ts.to_dict(),
+            **ts.describe(),
             "task": task,
             "classes_used": classes,
             "split": {"seed": cfg.seed, "test_fraction": cfg.test_fraction, "n_train": int(n_tr), "n_test": len(te)},

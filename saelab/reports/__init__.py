@@ -8,7 +8,8 @@ This package is the one place for presentation; analyses return typed results an
     `circuits`, `circuits_figures`   circuit reports
     `hypotheses`, `hypotheses_figures`, `steering_figures`, `steering_eval_figures`
 
-Exportable reports: one self-contained HTML file plus JSON, CSV and safetensors beside it.
+Exportable reports: one self-contained HTML file plus JSON, CSV and safetensors beside it; `read_export` reads the
+JSON back into the result's own type.
 
 A report must open offline on a colleague's machine, years later: plotly.js is written inline once (the
 first figure), no file is fetched, and every piece of user text is HTML-escaped (`text`, `table`);
@@ -27,7 +28,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from saelab.storage import atomic_path, save_tensors, write_json
+from saelab.errors import BadInputError
+from saelab.storage import atomic_dir, atomic_path, save_tensors, write_json
+from saelab.typed_json import read_checked
 
 REPORT_FILE = "report.html"
 RESULT_FILE = "result.json"
@@ -138,15 +141,40 @@ class HtmlReport:
         return path
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (starts with = + - @ tab CR) gets a leading `'`."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def csv_text(rows: Iterable[Mapping[str, Any]]) -> str:
-    """CSV of a list of dicts (columns in first-seen order)."""
+    """CSV of a list of dicts (columns in first-seen order), formula-like text cells neutralised (`csv_cell`)."""
     rows = list(rows)
     cols = list(dict.fromkeys(k for row in rows for k in row))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
     return buf.getvalue()
+
+
+EXPORT_FILES = (REPORT_FILE, RESULT_FILE, WEIGHTS_FILE)
+
+
+def _export_folder_ok(folder: Path) -> None:
+    """An export replaces its folder whole, so the folder must be new, empty, or an earlier export."""
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise BadInputError(f"{folder} is a file; choose a folder for the export.")
+    other = [p.name for p in folder.iterdir() if p.name not in EXPORT_FILES and p.suffix != ".csv"]
+    if other:
+        raise BadInputError(f"{folder} holds other files ({', '.join(sorted(other)[:3])}…); an export replaces its "
+                            "folder whole, so choose a new or empty folder.")  # fmt: skip
 
 
 def write_export(
@@ -157,28 +185,40 @@ def write_export(
     tensors: Mapping[str, Any] | None = None,
     csv: Mapping[str, Iterable[Mapping[str, Any]]] | None = None,
 ) -> dict[str, Path]:
-    """Write the parts given into `folder` (each file atomically); returns {kind: path}.
+    """Write the parts given as the folder `folder`, atomically as a whole (a crash leaves the old export or the
+    new one, never a mix); returns {kind: path}.
 
     report → report.html, data → result.json (must be JSON-serialisable), tensors → weights.safetensors,
-    csv → <name>.csv for each name.
+    csv → <name>.csv for each name. `folder` must be new, empty or an earlier export (`BadInputError` otherwise).
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
-    if report is not None:
-        written["html"] = report.write(folder / REPORT_FILE)
+    _export_folder_ok(folder)
     if data is not None:
         json.dumps(data)  # fail before touching the disk if it cannot be serialised
-        write_json(folder / RESULT_FILE, data)
-        written["json"] = folder / RESULT_FILE
-    if tensors:
-        import torch
+    names: dict[str, str] = {}
+    with atomic_dir(folder) as tmp:
+        if report is not None:
+            report.write(tmp / REPORT_FILE)
+            names["html"] = REPORT_FILE
+        if data is not None:
+            write_json(tmp / RESULT_FILE, data)
+            names["json"] = RESULT_FILE
+        if tensors:
+            import torch
 
-        save_tensors(folder / WEIGHTS_FILE, {k: torch.as_tensor(v) for k, v in tensors.items()})
-        written["weights"] = folder / WEIGHTS_FILE
-    for name, rows in (csv or {}).items():
-        path = folder / f"{name}.csv"
-        with atomic_path(path) as tmp:
-            tmp.write_text(csv_text(rows), encoding="utf-8")
-        written[f"csv:{name}"] = path
-    return written
+            save_tensors(tmp / WEIGHTS_FILE, {k: torch.as_tensor(v) for k, v in tensors.items()})
+            names["weights"] = WEIGHTS_FILE
+        for name, rows in (csv or {}).items():
+            (tmp / f"{name}.csv").write_text(csv_text(rows), encoding="utf-8")
+            names[f"csv:{name}"] = f"{name}.csv"
+    return {kind: folder / name for kind, name in names.items()}
+
+
+def read_export(path: str | Path, kind: type[Any]) -> Any:
+    """The result an export holds (its folder or its result.json), read back as `kind` through `kind.from_dict`,
+    e.g. `read_export(folder, CircuitResult)`; a file that is not one raises `CorruptFileError` naming it."""
+    path = Path(path)
+    file = path / RESULT_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise BadInputError(f"No {RESULT_FILE} at {path}; give a folder that SAE Lab exported.")
+    return read_checked(kind, file)

@@ -8,6 +8,7 @@ from plotly.subplots import make_subplots
 
 from saelab.circuits.methods import METHODS
 from saelab.circuits.run import REFERENCE, CircuitResult
+from saelab.reports.render import plotly_esc
 
 
 def _label(name: str) -> str:
@@ -108,11 +109,11 @@ def circuit_graph(
 
 
 def prompt_metrics(result: CircuitResult) -> go.Figure:
-    """Clean against corrupted metric per prompt pair."""
+    """Clean against corrupted metric per prompt pair (the prompts are user text: escaped for Plotly's hover HTML)."""
     rows = result.check.rows()
     fig = go.Figure(go.Scatter(
         x=[r["corrupted_metric"] for r in rows], y=[r["clean_metric"] for r in rows], mode="markers",
-        text=[r["clean"] for r in rows], hovertemplate="%{text}<br>clean %{y:.3g}, corrupted %{x:.3g}<extra></extra>",
+        text=[plotly_esc(r["clean"]) for r in rows], hovertemplate="%{text}<br>clean %{y:.3g}, corrupted %{x:.3g}<extra></extra>",
     ))  # fmt: skip
     fig.update_layout(xaxis_title="corrupted metric", yaxis_title="clean metric", height=340, margin={"t": 30})
     return fig

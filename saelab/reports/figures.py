@@ -50,6 +50,22 @@ def activation_histogram(hist_counts: Sequence[int], max_act: float) -> go.Figur
     return fig
 
 
+def density_histogram(edges: Sequence[float], counts: Sequence[int]) -> go.Figure:
+    """Bar chart of the SAE evaluation's feature density: latents per bin of log10 firing frequency.
+
+    `edges` are the bins' `len(counts) + 1` boundaries; each bar stands at its bin's centre.
+    """
+    centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
+    fig = go.Figure(go.Bar(x=centres, y=counts))
+    fig.update_layout(
+        title="Feature density: log10 firing frequency of live latents on held-out tokens",
+        xaxis_title="log10 frequency",
+        yaxis_title="latents",
+        height=320,
+    )
+    return fig
+
+
 def prompt_heatmap(
     tokens: Sequence[str],
     latents: Sequence[int],

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from saelab.hypotheses.interpret import evidence_words, highlight_spans
 from saelab.hypotheses.results import MethodResult
 from saelab.reports import HtmlReport, csv_text, write_export
 from saelab.reports.hypotheses_figures import effect_sizes
 from saelab.reports.render import esc
+
+if TYPE_CHECKING:  # annotations only: the pipeline's imports are not needed to draw its result
+    from saelab.hypotheses.run import HypothesisResult
 
 MAX_EXAMPLE_CHARS = 400
 
@@ -71,7 +74,7 @@ def examples_html(method: MethodResult, *, n_examples: int = 3) -> str:
     return "".join(blocks)
 
 
-def build_report(result) -> HtmlReport:
+def build_report(result: HypothesisResult) -> HtmlReport:
     """The whole run as an HtmlReport (write it with `.write(path)` or `write_export`)."""
     data = result.data
     report = HtmlReport(
@@ -109,14 +112,14 @@ def build_report(result) -> HtmlReport:
     return report
 
 
-def csv_rows(result) -> list[dict[str, Any]]:
+def csv_rows(result: HypothesisResult) -> list[dict[str, Any]]:
     rows = [{"method": "sae", **h.row()} for h in result.sae_method.hypotheses]
     if result.baseline is not None:
         rows += [{"method": "bow", **h.row()} for h in result.baseline.hypotheses]
     return rows
 
 
-def export_bytes(result) -> dict[str, str]:
+def export_bytes(result: HypothesisResult) -> dict[str, str]:
     """{"html", "json", "csv"} as strings (for download buttons)."""
     return {
         "html": build_report(result).to_html(),
@@ -125,7 +128,7 @@ def export_bytes(result) -> dict[str, str]:
     }
 
 
-def export_result(result, folder: str | Path) -> dict[str, Path]:
+def export_result(result: HypothesisResult, folder: str | Path) -> dict[str, Path]:
     """Write report.html, result.json and hypotheses.csv into `folder` (atomically)."""
     return write_export(
         folder, report=build_report(result), data=result.to_dict(), csv={"hypotheses": csv_rows(result)}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Callable, Sequence
 from urllib.parse import urlencode
 
@@ -38,6 +39,23 @@ def plotly_esc(text: object) -> str:
     rest bold; it decodes `&lt;` `&gt;` `&amp;` back for display but not `&quot;`/`&#x27;`.
     """
     return html.escape(str(text), quote=False)
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>~$:|!])")  # markup anywhere in a line (links, images, emphasis, colours)
+_MD_LINE_START = re.compile(r"^(\s*\d*)([-+#=.)])")  # list, heading or setext markers at the start
+
+
+def md_esc(text: object, max_chars: int = 300) -> str:
+    """User text (file, class, preset names…) for Streamlit markdown: one line, markup characters
+    backslash-escaped, so `![x](http://…)` shows as text and the offline app fetches nothing."""
+    one_line = " ".join(str(text).split())
+    if len(one_line) > max_chars:
+        one_line = one_line[: max_chars - 1] + "…"
+    out = _MD_SPECIAL.sub(r"\\\1", one_line)
+    start = _MD_LINE_START.match(out)
+    if start and (not start.group(1).strip() or start.group(2) in ".)"):
+        out = start.group(1) + "\\" + out[len(start.group(1)) :]
+    return out
 
 
 def visible_token(text: str) -> str:

@@ -1,12 +1,16 @@
-"""Plotly figures for the steering evaluation and the detox tiers: pure functions of result dicts
-(`EvalResult.to_dict()`, `DetoxResult.to_dict()`), so pages, the CLI and HTML reports share them."""
+"""Plotly figures for the steering evaluation and the detox tiers: pure functions of the typed results
+(`EvalResult`, `DetoxResult`, fresh or read back with `.load`), so pages, the CLI and HTML reports share them."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+if TYPE_CHECKING:  # annotations only: drawing needs no torch
+    from saelab.steering.detox import DetoxResult
+    from saelab.steering.eval_result import EvalResult
 
 COLOURS = {
     "sae": "#d62728",
@@ -20,14 +24,14 @@ COLOURS = {
 RATINGS = (("concept_rating", "concept"), ("relevance", "relevance"), ("fluency", "fluency"), ("score", "score"))
 
 
-def _judge_tag(result: dict[str, Any]) -> str:
-    return " — PROXY judge" if (result.get("judge") or {}).get("proxy", True) else " — LLM judge"
+def _judge_tag(result: EvalResult) -> str:
+    return " — PROXY judge" if result.proxy else " — LLM judge"
 
 
-def _pooled(result: dict[str, Any], method: str, key: str) -> tuple[list[float], list[float]]:
+def _pooled(result: EvalResult, method: str, key: str) -> tuple[list[float], list[float]]:
     """Mean of `key` per factor over both halves (weighted by item counts)."""
     acc: dict[float, list[float]] = {}
-    for row in result["curves"]:
+    for row in result.curves:
         if row["method"] == method and row["factor"] is not None:
             s = acc.setdefault(float(row["factor"]), [0.0, 0.0])
             s[0] += row[key] * row["n"]
@@ -36,17 +40,17 @@ def _pooled(result: dict[str, Any], method: str, key: str) -> tuple[list[float],
     return xs, [acc[x][0] / acc[x][1] for x in xs]
 
 
-def _baseline(result: dict[str, Any], method: str, key: str) -> float | None:
-    rows = [r for r in result["curves"] if r["method"] == method and r["factor"] is None]
+def _baseline(result: EvalResult, method: str, key: str) -> float | None:
+    rows = [r for r in result.curves if r["method"] == method and r["factor"] is None]
     n = sum(r["n"] for r in rows)
     return sum(r[key] * r["n"] for r in rows) / n if n else None
 
 
-def score_vs_factor_figure(result: dict[str, Any]) -> go.Figure:
+def score_vs_factor_figure(result: EvalResult) -> go.Figure:
     """Overall score against the factor for each steering method (all instructions, all concepts), with the
     prompting and unsteered baselines as horizontal lines. Ratings and scores are on 0–2."""
     fig = make_subplots(rows=1, cols=4, subplot_titles=[label for _, label in RATINGS], shared_yaxes=True)
-    methods = [m for m in dict.fromkeys(r["method"] for r in result["curves"])]
+    methods = [m for m in dict.fromkeys(r["method"] for r in result.curves)]
     for col, (key, _) in enumerate(RATINGS, start=1):
         for method in methods:
             colour = COLOURS.get(method, "#333333")
@@ -90,9 +94,9 @@ def score_vs_factor_figure(result: dict[str, Any]) -> go.Figure:
     return fig
 
 
-def method_table_figure(result: dict[str, Any]) -> go.Figure:
+def method_table_figure(result: EvalResult) -> go.Figure:
     """Report-half mean score per method with its bootstrap 95 % CI."""
-    rows = result["summary"]
+    rows = result.summary
     fig = go.Figure(
         go.Bar(
             x=[r["method"] for r in rows],
@@ -116,10 +120,10 @@ def method_table_figure(result: dict[str, Any]) -> go.Figure:
     return fig
 
 
-def detox_figure(result: dict[str, Any]) -> go.Figure:
+def detox_figure(result: DetoxResult) -> go.Figure:
     """Toxicity (classifier probability, 95 % CI) against fluency (median perplexity, unsteered model) for the
     unsteered run and each tier."""
-    rows = result["rows"]
+    rows = result.rows
     fig = go.Figure(
         go.Scatter(
             x=[r["perplexity_median"] for r in rows],

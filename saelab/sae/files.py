@@ -218,7 +218,7 @@ def _missing_files_error(path: Path) -> BadInputError:
             f"{path} is a file; point to the SAE's folder (with {SAE_CFG_FILE} and {SAE_WEIGHTS_FILE})."
         )
     missing = [n for n in (SAE_CFG_FILE, SAE_WEIGHTS_FILE) if not (path / n).is_file()]
-    inside = list_saes(path)
+    inside = list_saes(path, max_depth=2, max_dirs=500)  # a hint only: never walk a whole disk
     hint = f" SAE folders inside it: {', '.join(str(p) for p in inside[:5])}." if inside else ""
     return BadInputError(f"{path} is not an SAE folder: {' and '.join(missing)} missing.{hint}")
 

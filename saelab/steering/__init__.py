@@ -5,6 +5,13 @@ Modules: `sources` (Direction and where it comes from), `interventions` (add / c
 `cli` (`saelab steer`). Direction methods from texts live in `saelab.directions`.
 """
 
+from saelab.steering.direction_sources import (
+    DIRECTION_SOURCES,
+    Direction,
+    neuron_direction,
+    sae_latent_direction,
+    text_direction,
+)
 from saelab.steering.generate import (
     MAX_NEW_TOKENS,
     GenerationConfig,
@@ -14,13 +21,6 @@ from saelab.steering.generate import (
     prompting_system_prompt,
 )
 from saelab.steering.interventions import MAX_FACTOR, Intervention, validate
-from saelab.steering.sources import (
-    DIRECTION_SOURCES,
-    Direction,
-    neuron_direction,
-    sae_latent_direction,
-    text_direction,
-)
 
 __all__ = [
     "DIRECTION_SOURCES",

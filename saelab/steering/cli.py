@@ -45,10 +45,10 @@ def _parse_neuron(spec: str) -> tuple[int, int]:
 def cmd_steer(args: argparse.Namespace) -> int:
     from saelab.models import load_model
     from saelab.sae.files import load_sae
+    from saelab.steering.direction_sources import neuron_direction, sae_latent_direction, text_direction
     from saelab.steering.generate import GenerationConfig, generate
     from saelab.steering.interventions import MAX_FACTOR, Intervention
     from saelab.steering.presets import Preset, load_preset, save_preset
-    from saelab.steering.sources import neuron_direction, sae_latent_direction, text_direction
 
     # Checks that need no model come first, so a typo fails in a second rather than after loading.
     cfg = GenerationConfig(

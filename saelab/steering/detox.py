@@ -30,6 +30,7 @@ import numpy as np
 
 from saelab.configs import DictConfig
 from saelab.errors import BadInputError
+from saelab.typed_json import from_checked_dict, read_checked
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +93,19 @@ class DetoxResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: Any) -> DetoxResult:
+        return from_checked_dict(cls, data)
+
     def save(self, path) -> None:
         from saelab.storage import write_json
 
         write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path) -> DetoxResult:
+        """Read a saved result; a file that is not one raises `CorruptFileError` naming the file and the field."""
+        return read_checked(cls, path)
 
 
 def _splits(seed: int, n_rank: int, n_prompts: int) -> dict[str, tuple[list[str], np.ndarray]]:
@@ -143,15 +153,12 @@ def train_toxicity_classifier(texts: list[str], y: np.ndarray, seed: int = 0):
 
 def rank_toxic_latents(handle, loaded, texts: list[str], y: np.ndarray, k: int) -> list[dict[str, Any]]:
     """Latents ranked by AUROC(offensive vs clean) of their per-text max activation (see the module docstring)."""
-    import torch
-
+    from saelab.activations.text_batches import text_hook_acts
+    from saelab.sae.text_latents import encode
     from saelab.steering.eval_directions import auroc_per_column
-    from saelab.steering.sources import text_token_acts
 
-    sae = loaded.sae
-    acts = text_token_acts(handle, texts, loaded.hook, max_tokens=64)
-    with torch.no_grad():
-        pooled = np.stack([sae.encode(a.to(dtype=sae.dtype)).max(0).values.float().numpy() for a in acts])
+    acts = text_hook_acts(handle, texts, loaded.hook, max_tokens=64)
+    pooled = np.stack([encode(loaded, a).max(0).values.cpu().numpy() for a in acts])
     auc = auroc_per_column(pooled[y == 1], pooled[y == 0])
     diff = pooled[y == 1].mean(0) - pooled[y == 0].mean(0)
     order = [int(j) for j in np.argsort(-auc, kind="stable") if auc[j] > 0.5][:k]
@@ -179,10 +186,10 @@ def run_detox(
     """Rank toxicity latents, steer against them at three tiers, score toxicity and fluency (module docstring)."""
     from sklearn.metrics import roc_auc_score
 
+    from saelab.steering.direction_sources import sae_latent_direction
     from saelab.steering.generate import GenerationConfig, generate
     from saelab.steering.interventions import Intervention
     from saelab.steering.judges import perplexities
-    from saelab.steering.sources import sae_latent_direction
 
     cfg = cfg or DetoxConfig()
     if loaded is None:

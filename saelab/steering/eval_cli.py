@@ -66,7 +66,7 @@ def cmd_steer_eval(args: argparse.Namespace) -> int:
     result.notes.append(f"CPU time of the run: {time.process_time() - t0:.0f} s (process time, all threads)")
     out = Path(args.out)
     result.save(out)
-    judge = "PROXY judge" if result.judge.get("proxy", True) else result.judge.get("judge")
+    judge = "PROXY judge" if result.proxy else result.judge.get("judge")
     print(f"Steering evaluation ({judge}); score = harmonic mean of ratings 0-2, report half, 95% bootstrap CI")
     for row in result.summary:
         print(

@@ -41,11 +41,10 @@ def auroc_per_column(pos_NL: np.ndarray, neg_ML: np.ndarray) -> np.ndarray:
 
 def pick_sae_latent(loaded, pos: list[torch.Tensor], neg: list[torch.Tensor]) -> tuple[int, float]:
     """The latent whose per-text max activation best separates positive from negative texts (AUROC)."""
-    sae = loaded.sae
+    from saelab.sae.text_latents import encode
 
     def pooled(texts: list[torch.Tensor]) -> np.ndarray:
-        with torch.no_grad():
-            return np.stack([sae.encode(a.to(dtype=sae.dtype)).max(0).values.float().numpy() for a in texts])
+        return np.stack([encode(loaded, a).max(0).values.cpu().numpy() for a in texts])
 
     auc = auroc_per_column(pooled(pos), pooled(neg))
     best = int(np.argmax(auc))
@@ -53,7 +52,7 @@ def pick_sae_latent(loaded, pos: list[torch.Tensor], neg: list[torch.Tensor]) ->
 
 
 def _sae_direction(handle, loaded, acts: ConceptActs, method: str, seed: int):
-    from saelab.steering.sources import sae_latent_direction
+    from saelab.steering.direction_sources import sae_latent_direction
 
     if loaded is None:
         raise BadInputError("The 'sae' method needs an SAE; load one or drop the method.")
@@ -65,7 +64,7 @@ def _sae_direction(handle, loaded, acts: ConceptActs, method: str, seed: int):
 
 def _text_method_direction(handle, loaded, acts: ConceptActs, method: str, seed: int):
     from saelab.directions import METHOD_FORMULAS, compute_direction
-    from saelab.steering.sources import Direction
+    from saelab.steering.direction_sources import Direction
 
     pos, neg = torch.cat(acts.pos), torch.cat(acts.neg)
     w = compute_direction(method, pos, neg, seed)

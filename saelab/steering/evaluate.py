@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -42,6 +42,7 @@ from saelab.steering.concepts import (
     split_instructions,
 )
 from saelab.steering.eval_directions import METHOD_BUILDERS, ConceptActs, auroc_per_column, pick_sae_latent
+from saelab.steering.eval_result import EvalResult  # re-exported: run_eval's result type
 from saelab.steering.eval_stats import paired_tests, summarise
 from saelab.steering.judges import SCORE_FORMULA, EndpointJudge, ProxyJudge
 
@@ -107,6 +108,10 @@ class EvalConfig(DictConfig):
             raise BadInputError(f"batch_rows must be 1 … 256, got {self.batch_rows!r}.")
         if not isinstance(self.max_text_tokens, int) or not 4 <= self.max_text_tokens <= 512:
             raise BadInputError(f"max_text_tokens must be 4 … 512, got {self.max_text_tokens!r}.")
+        if self.endpoint_url:  # checked now, not minutes into the run
+            from saelab.trust import check_endpoint_url
+
+            check_endpoint_url(self.endpoint_url)
         get_instructions(self.n_instructions)  # validates the count
         SuiteConfig(n_train=self.n_train, n_judge=self.n_judge, seed=self.seed)
         if self.generated_tokens() > MAX_GENERATED_TOKENS:
@@ -130,48 +135,6 @@ class EvalConfig(DictConfig):
 
     def generated_tokens(self) -> int:
         return self.n_rows() * self.max_new_tokens
-
-
-@dataclass
-class EvalResult:
-    """Everything a steering evaluation produced (JSON-ready through `to_dict`).
-
-    Attributes:
-        config: the EvalConfig as a dict.
-        judge: the judge's description (PROXY formulas and thresholds, or the endpoint and its rubric).
-        select_ids / report_ids: instruction ids of the two halves.
-        items: one dict per (concept, method, factor, instruction): output, ratings, score, half.
-        chosen: {concept: {method: factor}} picked on the select half (None for baselines).
-        summary: one row per method: mean score on the report half, 95 % CI, mean ratings, n items.
-        per_concept: one row per (concept, method): report-half mean score and chosen factor.
-        paired: one row per method pair: mean difference, Wilcoxon and paired t-test p-values.
-        curves: one row per (method, factor, half): mean score and ratings over concepts × instructions.
-        directions: per concept and method, how the direction was made (latent, AUROC, max_act, ...).
-        notes: what the reader must know (proxy judge, fallbacks, reductions).
-    """
-
-    config: dict[str, Any]
-    judge: dict[str, Any]
-    select_ids: list[int]
-    report_ids: list[int]
-    items: list[dict[str, Any]]
-    chosen: dict[str, dict[str, float | None]]
-    summary: list[dict[str, Any]]
-    per_concept: list[dict[str, Any]]
-    paired: list[dict[str, Any]]
-    curves: list[dict[str, Any]]
-    directions: dict[str, dict[str, Any]]
-    notes: list[str] = field(default_factory=list)
-    formulas: dict[str, str] = field(default_factory=dict)
-    elapsed_s: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def save(self, path) -> None:
-        from saelab.storage import write_json
-
-        write_json(path, self.to_dict())
 
 
 # ---------------------------------------------------------------- the protocol
@@ -233,8 +196,8 @@ def run_eval(handle, loaded_sae, cfg: EvalConfig, *, progress: Progress | None =
     unsteered outputs) run as row-batched generations of at most `cfg.batch_rows` rows (`generate_rows`).
     `progress(done, total)` counts batches.
     """
+    from saelab.activations.text_batches import text_hook_acts
     from saelab.steering.generate import GenerationConfig, prompt_ids, prompting_system_prompt
-    from saelab.steering.sources import text_token_acts
 
     t0 = time.perf_counter()
     hook = loaded_sae.hook if loaded_sae is not None else None
@@ -275,8 +238,8 @@ def run_eval(handle, loaded_sae, cfg: EvalConfig, *, progress: Progress | None =
             acts = ConceptActs(
                 data,
                 hook,
-                text_token_acts(handle, data.train_pos, hook, max_tokens=cfg.max_text_tokens),
-                text_token_acts(handle, data.train_neg, hook, max_tokens=cfg.max_text_tokens),
+                text_hook_acts(handle, data.train_pos, hook, max_tokens=cfg.max_text_tokens),
+                text_hook_acts(handle, data.train_neg, hook, max_tokens=cfg.max_text_tokens),
             )
         for method in steer:
             d = METHOD_BUILDERS[method](handle, loaded_sae, acts, method, cfg.seed)

@@ -30,8 +30,9 @@ from saelab.decode import DecodeRequest, Phase, RowHook
 from saelab.errors import BadInputError
 from saelab.models.handle import ModelHandle
 from saelab.sae.files import LoadedSAE
+from saelab.steering.direction_sources import latent_activations  # re-exported: part of this module's API
 from saelab.steering.interventions import FORMULAS, Intervention, build_hooks, validate
-from saelab.steering.sources import latent_activations  # re-exported: part of this module's API
+from saelab.steering.steering_result import SteeringResult  # re-exported: generate's result type
 
 MAX_NEW_TOKENS = 256  # a request above this is refused with a message naming the cap
 MAX_PROMPT_TOKENS = 1024
@@ -92,38 +93,6 @@ class GenerationConfig(DictConfig):
             raise BadInputError(f"seed must be a non-negative integer, got {self.seed!r}.")
         if self.system_prompt is not None and not isinstance(self.system_prompt, str):
             raise BadInputError("system_prompt must be text or None.")
-
-
-@dataclass
-class SteeringResult:
-    """Unsteered and steered continuations of each prompt.
-
-    Attributes:
-        prompts: the prompts as given.
-        unsteered, steered: generated text per prompt (special tokens dropped; the end token not included).
-            With `with_unsteered=False`, `unsteered` is a list of empty strings.
-        steered_token_ids: generated token ids per prompt (end token not included).
-        config: `GenerationConfig.to_dict()` plus the interventions' descriptions and formulas.
-        notes: anything the reader should know (caps, stops, the empty-intervention shortcut).
-        unsteered_token_ids: as `steered_token_ids`, for the unsteered run.
-        prompt_token_ids: the model input per prompt (chat template applied), for in-context read-outs.
-        elapsed_s: wall time of the batched generation {"batched": s} (unsteered and steered rows together).
-    """
-
-    prompts: list[str]
-    unsteered: list[str]
-    steered: list[str]
-    steered_token_ids: list[list[int]]
-    config: dict[str, Any]
-    notes: list[str] = field(default_factory=list)
-    unsteered_token_ids: list[list[int]] = field(default_factory=list)
-    prompt_token_ids: list[list[int]] = field(default_factory=list)
-    elapsed_s: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        return asdict(self)
 
 
 # ---------------------------------------------------------------- prompts → token ids

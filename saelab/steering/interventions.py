@@ -31,7 +31,7 @@ from saelab.decode import Phase
 from saelab.errors import BadInputError
 from saelab.models.handle import ModelHandle
 from saelab.sae.files import LoadedSAE
-from saelab.steering.sources import Direction
+from saelab.steering.direction_sources import Direction
 
 MAX_FACTOR = 100.0  # |factor| above this is refused: AxBench's largest is 5, 100 × max_act destroys any model
 KINDS = ("add", "clamp", "ablate")

@@ -21,6 +21,7 @@ were calibrated on real outputs of the default model is written in docs/steering
 
 `EndpointJudge` asks an OpenAI-compatible chat endpoint the three questions with AxBench-style rubrics and
 parses "Rating: [[n]]". When the endpoint cannot be reached it falls back to the proxy and says so in `note`.
+The `Rating` type and the harmonic score live in `saelab.steering.ratings` (re-exported here).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -38,47 +39,13 @@ import torch
 
 from saelab.configs import DictConfig
 from saelab.errors import BadInputError
+from saelab.steering.ratings import SCORE_FORMULA, Rating, harmonic_score  # re-exported: part of the judges' API
 
 log = logging.getLogger(__name__)
 
 PROXY_LABEL = "PROXY judge (offline stand-in for AxBench's LLM judge)"
-SCORE_FORMULA = (
-    "score = harmonic mean of (concept, relevance, fluency) ratings in {0,1,2} = 3/(1/c+1/r+1/f); 0 if any is 0"
-)
 BACKGROUND_DATASET = "87_glue_cola"
 MAX_FLUENCY_TOKENS = 256
-
-
-def harmonic_score(concept: int, relevance: int, fluency: int) -> float:
-    """AxBench's overall score: the harmonic mean of the three ratings, 0 if any rating is 0 (range 0…2)."""
-    ratings = (concept, relevance, fluency)
-    if min(ratings) <= 0:
-        return 0.0
-    return 3.0 / sum(1.0 / r for r in ratings)
-
-
-@dataclass
-class Rating:
-    """One judged output. `concept`, `relevance`, `fluency` ∈ {0, 1, 2}; `raw` holds the continuous values behind
-    them (for the proxy: concept_margin, concept_sim, relevance_cos, perplexity, distinct_3gram)."""
-
-    concept: int
-    relevance: int
-    fluency: int
-    raw: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def score(self) -> float:
-        return harmonic_score(self.concept, self.relevance, self.fluency)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "concept": self.concept,
-            "relevance": self.relevance,
-            "fluency": self.fluency,
-            "score": self.score,
-            "raw": self.raw,
-        }
 
 
 @dataclass

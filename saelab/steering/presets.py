@@ -26,6 +26,22 @@ FORMAT = "saelab.steering_preset"
 VERSION = 1
 MAX_PRESET_BYTES = 8 * 1024 * 1024
 MAX_INTERVENTIONS = 16
+# The ranges the Steering page's sampling widgets accept; a preset outside them is refused with their names
+# (the widgets would otherwise raise when the preset's values are put into them). None: no bound.
+GENERATION_LIMITS: dict[str, tuple[float, float | None]] = {
+    "max_new_tokens": (1, None),
+    "temperature": (0.0, 10.0),
+    "top_p": (0.01, 1.0),
+    "seed": (0, 2**31 - 1),
+}
+
+
+def _check_limits(generation: GenerationConfig) -> None:
+    for name, (low, high) in GENERATION_LIMITS.items():
+        value = getattr(generation, name)
+        if value < low or (high is not None and value > high):
+            upper = f"{high:g}" if high is not None else "∞"
+            raise BadInputError(f"Invalid preset: {name} = {value!r} is outside {low:g} … {upper}.")
 
 
 @dataclass
@@ -49,6 +65,47 @@ class Preset:
             "notes": list(self.notes),
         }
 
+    @classmethod
+    def from_dict(cls, data: Any) -> Preset:
+        """A `Preset` from decoded JSON (`to_dict()`), or BadInputError naming what is wrong."""
+        if not isinstance(data, dict):
+            raise BadInputError("A steering preset must be a JSON object.")
+        if data.get("format") != FORMAT:
+            raise BadInputError(
+                f"This JSON is not a steering preset (format {data.get('format')!r}, expected {FORMAT!r})."
+            )
+        if data.get("version") != VERSION:
+            raise BadInputError(
+                f"Preset version {data.get('version')!r} is not supported (this SAE Lab reads {VERSION})."
+            )
+        prompt = data.get("prompt", "")
+        if not isinstance(prompt, str):
+            raise BadInputError("The preset's prompt must be text.")
+        gen = data.get("generation") or {}
+        if not isinstance(gen, dict):
+            raise BadInputError("The preset's generation settings must be a JSON object.")
+        ivs = data.get("interventions") or []
+        if not isinstance(ivs, list):
+            raise BadInputError("The preset's interventions must be a list.")
+        if len(ivs) > MAX_INTERVENTIONS:
+            raise BadInputError(f"The preset has {len(ivs)} interventions; at most {MAX_INTERVENTIONS} are allowed.")
+        notes = data.get("notes") or []
+        try:
+            interventions = [Intervention.from_dict(iv) for iv in ivs]
+            generation = GenerationConfig.from_dict(gen)
+        except SaelabError as err:
+            raise BadInputError(f"Invalid preset: {err}") from err
+        except (TypeError, ValueError) as err:
+            raise BadInputError(f"Invalid preset: {err}") from err
+        _check_limits(generation)
+        return cls(
+            prompt=prompt,
+            generation=generation,
+            interventions=interventions,
+            model=str(data.get("model", "")),
+            notes=[str(n) for n in notes] if isinstance(notes, list) else [],
+        )
+
 
 def dumps_preset(preset: Preset) -> str:
     """The preset as a JSON string (for a download button)."""
@@ -63,39 +120,8 @@ def save_preset(preset: Preset, path: str | Path) -> Path:
 
 
 def parse_preset(data: Any) -> Preset:
-    """A `Preset` from decoded JSON, or BadInputError naming what is wrong."""
-    if not isinstance(data, dict):
-        raise BadInputError("A steering preset must be a JSON object.")
-    if data.get("format") != FORMAT:
-        raise BadInputError(f"This JSON is not a steering preset (format {data.get('format')!r}, expected {FORMAT!r}).")
-    if data.get("version") != VERSION:
-        raise BadInputError(f"Preset version {data.get('version')!r} is not supported (this SAE Lab reads {VERSION}).")
-    prompt = data.get("prompt", "")
-    if not isinstance(prompt, str):
-        raise BadInputError("The preset's prompt must be text.")
-    gen = data.get("generation") or {}
-    if not isinstance(gen, dict):
-        raise BadInputError("The preset's generation settings must be a JSON object.")
-    ivs = data.get("interventions") or []
-    if not isinstance(ivs, list):
-        raise BadInputError("The preset's interventions must be a list.")
-    if len(ivs) > MAX_INTERVENTIONS:
-        raise BadInputError(f"The preset has {len(ivs)} interventions; at most {MAX_INTERVENTIONS} are allowed.")
-    notes = data.get("notes") or []
-    try:
-        interventions = [Intervention.from_dict(iv) for iv in ivs]
-        generation = GenerationConfig.from_dict(gen)
-    except SaelabError as err:
-        raise BadInputError(f"Invalid preset: {err}") from err
-    except (TypeError, ValueError) as err:
-        raise BadInputError(f"Invalid preset: {err}") from err
-    return Preset(
-        prompt=prompt,
-        generation=generation,
-        interventions=interventions,
-        model=str(data.get("model", "")),
-        notes=[str(n) for n in notes] if isinstance(notes, list) else [],
-    )
+    """A `Preset` from decoded JSON, or BadInputError naming what is wrong (`Preset.from_dict`)."""
+    return Preset.from_dict(data)
 
 
 def loads_preset(raw: bytes | str) -> Preset:

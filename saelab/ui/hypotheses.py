@@ -16,3 +16,15 @@ def run_with_bar(cfg, textset: TextSet, endpoint=None, handle=None):
               (100, "Bag-of-words baseline")]  # fmt: skip
     with streamlit_bar("Embedding texts, training the SAE, interpreting latents…", stages=stages) as progress:
         return run_hypotheses(cfg, textset, progress=progress, endpoint=endpoint, handle=handle)
+
+
+def hypothesis_rows(method) -> list[dict[str, object]]:
+    """One table row per hypothesis of a method's result: rank, text (PROXY marked), coefficient, p, CI…"""
+    return [
+        {
+            "#": h.rank, "hypothesis": h.label + (" (PROXY)" if h.proxy else ""), "coef": h.coefficient,
+            "p": h.p_value, "significant": h.significant, "prevalence": h.prevalence,
+            "separation": h.separation, "CI low": h.ci_low, "CI high": h.ci_high,
+        }
+        for h in method.hypotheses
+    ]  # fmt: skip

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
 from saelab.reports.render import esc, highlight_tokens, latent_link
 from saelab.textsets import TextSet
+from saelab.ui.loader import get_model, get_sae
 from saelab.ui.progress import streamlit_bar
-from saelab.ui.state import get_model, get_sae
 from saelab.ui.textsets import builtin_set, dataset_names, upload_columns, upload_set  # noqa: F401  (the page reads sets here)
+
+if TYPE_CHECKING:
+    from saelab.probing.report import ProbeReport
 
 # The menu's named tasks (issue 5 §1); every other sae-probes set is listed after them.
 TASKS: dict[str, str] = {
@@ -42,7 +45,7 @@ def task_label(name: str) -> str:
     return f"{TASKS[name]} · {name}" if name in TASKS else name
 
 
-def run_with_bar(cfg: Any, textset: TextSet, handle: Any, loaded_sae: Any, labels: dict[int, str]) -> Any:
+def run_with_bar(cfg: Any, textset: TextSet, handle: Any, loaded_sae: Any, labels: dict[int, str]) -> ProbeReport:
     """`run_probe` with a progress bar naming the phase."""
     from saelab.probing.run import run_probe
 
@@ -60,7 +63,7 @@ def latent_tokens(
 
     Cached: the page highlights up to 50 examples, and every widget rerun would otherwise repeat their forwards.
     """
-    from saelab.probing.sources import latent_token_activations
+    from saelab.probing.feature_sources import latent_token_activations
 
     handle, loaded = get_model(spec), get_sae(sae_path, spec)
     return latent_token_activations(handle, loaded, text, list(latents), max_tokens=max_tokens)
@@ -76,7 +79,7 @@ def pair_ranking(ctx: Any, data: bytes, col_a: str, col_b: str, seed: int) -> di
     return {"rows": table, "notes": notes, "n": len(a), "formula": FORMULA}
 
 
-def export_bytes(report: Any, textset: TextSet | None) -> dict[str, bytes]:
+def export_bytes(report: ProbeReport, textset: TextSet | None) -> dict[str, bytes]:
     """The export's files as bytes for download buttons (written to a temporary folder first)."""
     from saelab.reports.probing import export
 
@@ -110,3 +113,11 @@ def example_html(row: dict[str, Any], tokens: list[str], per_latent: list[tuple[
         out.append(f'<div style="font-size:.8em;color:#59636e">{latent_link(latent)}</div>')
         out.append(highlight_tokens(tokens, values, max_value))
     return "".join(out)
+
+
+def highlighted_example(sae_path: str, spec: str, row: dict[str, Any], latents: list[int], max_tokens: int) -> str:
+    """`example_html` for one prediction row: its text's activations of `latents` (cached forward), each shaded
+    against that latent's largest value in the text."""
+    tokens, acts = latent_tokens(sae_path, spec, row["text"], tuple(latents), max_tokens)
+    per = [(lat, acts[:, j].tolist(), max(float(acts[:, j].max(initial=0)), 1e-6)) for j, lat in enumerate(latents)]
+    return example_html(row, tokens, per)

@@ -41,9 +41,4 @@ def streamlit_bar(
             bar.empty()
 
 
-def bar_callback(label: str) -> Callable[..., None]:
-    """A progress callback whose bar stays on the page (for calls that are not a `with` block)."""
-    return _callback(st.progress(0.0, text=label), label, None)
-
-
-__all__ = ["bar_callback", "streamlit_bar"]
+__all__ = ["streamlit_bar"]

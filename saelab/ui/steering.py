@@ -12,8 +12,9 @@ from typing import Any
 
 import streamlit as st
 
+from saelab.defaults import model_spec
 from saelab.errors import BadInputError
-from saelab.ui.state import get_model, get_sae, model_spec
+from saelab.ui.loader import get_model, get_sae
 
 MAX_TEXT_LINES = 200
 
@@ -45,21 +46,21 @@ def parse_factors(text: str) -> list[float]:
 def text_direction(
     method: str, positives: tuple[str, ...], negatives: tuple[str, ...], hook: str, seed: int, spec: str
 ):
-    from saelab.steering.sources import text_direction as build
+    from saelab.steering.direction_sources import text_direction as build
 
     return build(get_model(spec), method, list(positives), list(negatives), hook=hook, seed=seed)
 
 
 @st.cache_resource(show_spinner="Measuring the neuron's largest activation…", max_entries=16)
 def neuron_direction(layer: int, neuron: int, spec: str):
-    from saelab.steering.sources import neuron_direction as build
+    from saelab.steering.direction_sources import neuron_direction as build
 
     return build(get_model(spec), layer, neuron)
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
 def sae_direction(sae_path: str, latent: int, spec: str):
-    from saelab.steering.sources import sae_latent_direction
+    from saelab.steering.direction_sources import sae_latent_direction
 
     return sae_latent_direction(get_sae(sae_path, spec), latent, handle=get_model(spec))
 
@@ -68,7 +69,7 @@ def sae_direction(sae_path: str, latent: int, spec: str):
 def latent_values(sae_path: str, spec: str, ids: tuple[int, ...], latent: int, prefix: tuple[int, ...]) -> list[float]:
     """A latent's activation on each generated token, read in context; cached so that widget reruns after a
     generation do not repeat the two forwards."""
-    from saelab.steering.sources import latent_activations
+    from saelab.steering.direction_sources import latent_activations
 
     return latent_activations(get_model(spec), get_sae(sae_path, spec), list(ids), latent, prefix_ids=list(prefix))
 
@@ -94,6 +95,21 @@ def proxy_judge(examples: tuple[str, ...], spec: str):
     except ImportError:
         return None
     return ProxyJudge(get_model(spec), list(examples))
+
+
+def sweep_rows(res: Any) -> list[dict[str, Any]]:
+    """A strength sweep as table rows: the unsteered text, then each factor's texts with their PROXY ratings."""
+    rows: list[dict[str, Any]] = [{"factor": "unsteered", "text": res.unsteered[0]}]
+    for f, texts, rats in zip(res.factors, res.texts, res.ratings):
+        for t, r in zip(texts, rats):
+            rows.append(
+                {
+                    "factor": f"{f:g}",
+                    "text": t,
+                    **({k: r[k] for k in ("concept", "relevance", "fluency", "score")} if r else {}),
+                }
+            )
+    return rows
 
 
 def spec() -> str:

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from saelab.activations.text_batches import encode_texts
 from saelab.errors import BadInputError
+from saelab.probing.feature_set import FeatureSet, SourceParams
 from saelab.probing.hidden import base_params
 from saelab.probing.neurons import fit_rows, target_kind
-from saelab.probing.pooling import encode_texts, run_pooled, truncation_note
-from saelab.probing.src_base import FeatureSet, SourceParams
+from saelab.probing.pooling import run_pooled, truncation_note
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -8,7 +8,8 @@ adds α·w with α = factor × max_act (AxBench). Conventions per source:
   observed contribution to the reconstruction. The latent's activation comes from the dashboards
   (`max_act` over the dashboard corpus), from the caller, or is computed over reference texts.
 * Texts (`text_direction`): w from `saelab.directions` on the activations of every token of the positive
-  and negative texts except position 0 (the separator that starts every text, an attention sink);
+  and negative texts except the attention sinks (position 0, the separator that starts every text, and any
+  separator token), read by `saelab.activations.text_batches.text_hook_acts`;
   max_act = max over the positive texts' tokens of h·w (AxBench's "largest detection score").
 * MLP neuron n of layer L (`neuron_direction`): the hook is `blocks.L.mlp.hook_post` (the neuron's
   activation after the gated SiLU), w is the one-hot vector e_n in that d_mlp-wide space; adding α·e_n
@@ -28,11 +29,12 @@ from typing import Any
 
 import torch
 
+from saelab.activations.text_batches import text_hook_acts
 from saelab.directions import METHOD_FORMULAS, compute_direction
 from saelab.errors import BadInputError
-from saelab.hooks import cache_activations
 from saelab.models.handle import ModelHandle
 from saelab.sae.files import LoadedSAE
+from saelab.sae.text_latents import check_latent, ids_latents, latent_max
 
 MAX_TEXT_TOKENS = 128  # each text contributes at most this many tokens to a direction
 MAX_TEXTS = 512  # per side
@@ -108,9 +110,6 @@ class Direction:
         )
 
 
-# ---------------------------------------------------------------- token activations of texts
-
-
 def _clean_texts(texts: object, what: str) -> list[str]:
     if isinstance(texts, str):
         texts = [texts]
@@ -121,33 +120,6 @@ def _clean_texts(texts: object, what: str) -> list[str]:
         raise BadInputError(f"Give at least one non-empty {what} text (one per line).")
     if len(out) > MAX_TEXTS:
         raise BadInputError(f"{len(out)} {what} texts is too many; use at most {MAX_TEXTS}.")
-    return out
-
-
-def text_token_acts(
-    handle: ModelHandle, texts: Sequence[str], hook: str, *, max_tokens: int = MAX_TEXT_TOKENS, batch_size: int = 32
-) -> list[torch.Tensor]:
-    """Per text, the activations `[n_tokens, width]` at `hook` of its tokens (separator at position 0 dropped).
-
-    Each text is tokenised without special tokens, cut to `max_tokens`, and preceded by the corpus
-    separator, as the SAEs here were trained. Rows are right-padded in batches: with causal attention,
-    padding after a text cannot change its activations.
-    """
-    from saelab.corpus import separator_id
-
-    handle.check_hook(hook)
-    tok = handle.tokenizer
-    sep = separator_id(tok)
-    ids = [[sep, *tok(t, add_special_tokens=False)["input_ids"][:max_tokens]] for t in texts]
-    out: list[torch.Tensor] = []
-    for start in range(0, len(ids), batch_size):
-        chunk = ids[start : start + batch_size]
-        width = max(len(r) for r in chunk)
-        tokens = torch.full((len(chunk), width), sep, dtype=torch.long)
-        for i, row in enumerate(chunk):
-            tokens[i, : len(row)] = torch.tensor(row)
-        act = cache_activations(handle, tokens.to(handle.cfg.device), [hook])[hook].float().cpu()
-        out.extend(act[i, 1 : len(row)] for i, row in enumerate(chunk))
     return out
 
 
@@ -172,25 +144,9 @@ def reference_texts(n: int = REFERENCE_DOCS, seed: int = 0) -> tuple[str, ...]:
 # ---------------------------------------------------------------- the sources
 
 
-def _check_latent(loaded: LoadedSAE, latent: object) -> int:
-    d_sae = int(loaded.sae.cfg.d_sae)
-    if isinstance(latent, bool) or not isinstance(latent, int):
-        raise BadInputError(f"Latent {latent!r} is not an integer; use an index from 0 to {d_sae - 1}.")
-    if not 0 <= latent < d_sae:
-        raise BadInputError(f"There is no latent {latent}: this SAE has latents 0 to {d_sae - 1}.")
-    return latent
-
-
 def latent_max_activation(handle: ModelHandle, loaded: LoadedSAE, latent: int, texts: Sequence[str]) -> float:
-    """Latent `latent`'s largest activation over the tokens (position 0 dropped) of `texts`."""
-    latent = _check_latent(loaded, latent)
-    best = 0.0
-    with torch.no_grad():
-        for acts in text_token_acts(handle, list(texts), loaded.hook):
-            if len(acts):
-                f = loaded.sae.encode(acts.to(dtype=loaded.sae.dtype, device=loaded.sae.device))[:, latent]
-                best = max(best, float(f.max()))
-    return best
+    """Latent `latent`'s largest activation over the non-sink tokens of `texts`."""
+    return latent_max(handle, loaded, latent, list(texts))
 
 
 def _dashboard_max_act(loaded: LoadedSAE, latent: int) -> float | None:
@@ -217,7 +173,7 @@ def sae_latent_direction(
     `max_act` is the LATENT's activation scale (before the decoder-norm factor): given, else the
     dashboards' `max_act`, else computed with `handle` over `texts` (default: `reference_texts()`).
     """
-    latent = _check_latent(loaded, latent)
+    latent = check_latent(loaded, latent)
     w_dec = loaded.sae.W_dec.detach()[latent].float().cpu()
     dec_norm = float(w_dec.norm())
     origin = "given"
@@ -263,8 +219,8 @@ def text_direction(
     positives = _clean_texts(positives, "positive")
     negatives = _clean_texts(negatives, "negative")
     handle.check_hook(hook)
-    pos = torch.cat(text_token_acts(handle, positives, hook))
-    neg = torch.cat(text_token_acts(handle, negatives, hook))
+    pos = torch.cat(text_hook_acts(handle, positives, hook, max_tokens=MAX_TEXT_TOKENS))
+    neg = torch.cat(text_hook_acts(handle, negatives, hook, max_tokens=MAX_TEXT_TOKENS))
     vec = compute_direction(method, pos, neg, seed)
     score = pos @ vec
     return Direction(
@@ -303,7 +259,7 @@ def neuron_direction(
         raise BadInputError(f"There is no neuron {neuron!r} in layer {layer}: neurons are 0 to {d_mlp - 1}.")
     origin = "given"
     if max_act is None:
-        acts = text_token_acts(handle, list(texts or reference_texts()), hook, max_tokens=64)
+        acts = text_hook_acts(handle, list(texts or reference_texts()), hook, max_tokens=64)
         max_act = max((float(a[:, neuron].max()) for a in acts if len(a)), default=0.0)
         origin = "computed over given texts" if texts else f"computed over {REFERENCE_DOCS} reference texts"
     vec = torch.zeros(d_mlp)
@@ -334,19 +290,14 @@ def latent_activations(
     """
     from saelab.corpus import separator_id
 
-    d_sae = int(loaded_sae.sae.cfg.d_sae)
-    if isinstance(latent, bool) or not isinstance(latent, int) or not 0 <= latent < d_sae:
-        raise BadInputError(f"There is no latent {latent!r}; this SAE has latents 0 to {d_sae - 1}.")
+    latent = check_latent(loaded_sae, latent)
     text = [int(t) for t in text_token_ids]
     if not text:
         return []
     prefix = [int(t) for t in prefix_ids] if prefix_ids else [separator_id(handle.tokenizer)]
     ids = (prefix + text)[-int(handle.cfg.n_ctx) :]
-    tokens = torch.tensor([ids], dtype=torch.long, device=handle.cfg.device)
-    act = cache_activations(handle, tokens, [loaded_sae.hook])[loaded_sae.hook][0, -len(text) :]
-    with torch.no_grad():
-        f = loaded_sae.sae.encode(act.to(dtype=loaded_sae.sae.dtype, device=loaded_sae.sae.device))[:, latent]
-    return [float(v) for v in f.float().cpu()]
+    f = ids_latents(handle, loaded_sae, ids)[-len(text) :, latent]
+    return [float(v) for v in f]
 
 
 DIRECTION_SOURCES: dict[str, Callable[..., Direction]] = {
@@ -364,5 +315,4 @@ __all__ = [
     "reference_texts",
     "sae_latent_direction",
     "text_direction",
-    "text_token_acts",
 ]

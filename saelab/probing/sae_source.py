@@ -1,7 +1,7 @@
 """SAE-latent sources: pooled latents per text, per-token latent activations, and paired-contrast ranking.
 
-f_t = SAE.encode(h_t) for every token t of a text (h_t read at the SAE's own hook), pooled over the text's real
-tokens after position 0 with max / mean / last / topn-sum (MOSAIC), then optionally binarised: x_j ← 1[x_j > θ].
+f_t = SAE.encode(h_t) for every token t of a text (`saelab.sae.text_latents`), pooled over the text's real
+non-sink tokens with max / mean / last / topn-sum (MOSAIC), then optionally binarised: x_j ← 1[x_j > θ].
 The SAE encodes one batch at a time and only pooled [B, d_sae] rows are kept.
 
 Paired contrast (bug-detection pairs, arXiv 2505.10375): for pairs (a_i, b_i), score_j = Σ_i |x_j(a_i) − x_j(b_i)|
@@ -11,20 +11,13 @@ with last-token pooling by default; latents ranked by score, largest first.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
+from saelab.activations.text_batches import encode_texts
 from saelab.errors import BadInputError
+from saelab.probing.feature_set import FeatureSet, SourceParams
 from saelab.probing.hidden import base_params
-from saelab.probing.pooling import (
-    POOLING_FORMULAS,
-    binarise,
-    check_pooling,
-    encode_texts,
-    iter_batches,
-    pool,
-    run_batches,
-)
-from saelab.probing.src_base import FeatureSet, SourceParams
+from saelab.probing.pooling import POOLING_FORMULAS, binarise, check_pooling, pool
+from saelab.sae.text_latents import latent_batches, text_latents
 
 
 def _need(handle, loaded_sae) -> None:
@@ -32,23 +25,15 @@ def _need(handle, loaded_sae) -> None:
         raise BadInputError("SAE features need a model and an SAE; load both (the default SAE reads layer 12).")
 
 
-def _encode_sae(loaded_sae, acts_BPD: torch.Tensor) -> torch.Tensor:
-    sae = loaded_sae.sae
-    with torch.no_grad():
-        return sae.encode(acts_BPD.to(device=sae.device, dtype=sae.dtype)).float()
-
-
 def sae_latents(params: SourceParams, texts: list[str], handle, loaded_sae, progress=None) -> tuple[np.ndarray, int]:
     """[n_texts, d_sae] pooled (not binarised) latents, and how many texts were cut."""
     _need(handle, loaded_sae)
     check_pooling(params.pooling)
-    hook = loaded_sae.hook
     enc = encode_texts(handle.tokenizer, texts, params.max_tokens)
     X = np.zeros((len(texts), int(loaded_sae.sae.cfg.d_sae)), np.float32)
-    for batch, acts in run_batches(handle, enc, [hook], params.batch_size, progress):
-        f_BPS = _encode_sae(loaded_sae, acts[hook])
+    for batch, f_BPS in latent_batches(handle, loaded_sae, enc, params.batch_size, progress):
         X[batch.index] = pool(f_BPS.to(batch.keep_BP.device), batch, params.pooling, params.topn).cpu().numpy()
-        del acts, f_BPS
+        del f_BPS
     return X, enc.n_truncated
 
 
@@ -78,21 +63,17 @@ def sae_source(
 def latent_token_activations(
     handle, loaded_sae, text: str, latents: list[int], *, max_tokens: int = 128
 ) -> tuple[list[str], np.ndarray]:
-    """The text's tokens (separator dropped) and [n_tokens, len(latents)] activations of `latents`, for highlights."""
-    from saelab.hooks import cache_activations
-
+    """The text's tokens (separator dropped) and [n_tokens, len(latents)] activations of `latents`, for highlights
+    (0 at attention sinks)."""
     _need(handle, loaded_sae)
     d_sae = int(loaded_sae.sae.cfg.d_sae)
-    bad = [j for j in latents if not 0 <= int(j) < d_sae]
+    bad = [j for j in latents if isinstance(j, bool) or not isinstance(j, int | np.integer) or not 0 <= int(j) < d_sae]
     if bad:
         raise BadInputError(f"Latents {bad[:5]} do not exist; this SAE has latents 0…{d_sae - 1}.")
-    enc = encode_texts(handle.tokenizer, [text], max_tokens)
-    batch = next(iter_batches(enc, 1, handle.cfg.device))
-    acts = cache_activations(handle, batch.tokens_BP, [loaded_sae.hook])[loaded_sae.hook]
-    f_PS = _encode_sae(loaded_sae, acts)[0, 1:]
+    enc, f_PS = text_latents(handle, loaded_sae, text, max_tokens)
     ids = enc.ids[0][1:]
     tokens = [handle.tokenizer.decode([i]) for i in ids]
-    return tokens, f_PS[:, [int(j) for j in latents]].cpu().numpy().astype(np.float32)
+    return tokens, f_PS[1:, [int(j) for j in latents]].numpy().astype(np.float32)
 
 
 def paired_contrast_ranking(

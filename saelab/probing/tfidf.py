@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from saelab.errors import BadInputError
-from saelab.probing.src_base import FeatureSet, SourceParams
+from saelab.probing.feature_set import FeatureSet, SourceParams
 
 
 def tfidf_source(params: SourceParams, texts: list[str], *, fit_texts_mask=None, **_) -> FeatureSet:

@@ -22,7 +22,7 @@ class SourceParams(DictConfig):
     """What to extract.
 
     Attributes:
-        source: registry key in `saelab.probing.sources.FEATURE_SOURCES`.
+        source: registry key in `saelab.probing.feature_sources.FEATURE_SOURCES`.
         pooling: how token vectors become one vector per text: "max", "mean", "last" or "topn-sum" (MOSAIC; SAE
             latents only). Position 0 (the separator put in front of every text) and padding are never pooled.
         topn: MOSAIC's n: latents one-hot encoded per token for "topn-sum".

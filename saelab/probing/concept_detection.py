@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from saelab.errors import BadInputError
+from saelab.typed_json import from_checked_dict
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,10 @@ class DetectionResult:
     errors: dict[str, str] = field(default_factory=dict)  # detectors that could not run, and why
     formula: str = FORMULA
 
+    @property
+    def detector_formulas(self) -> dict[str, str]:
+        return {m: DETECTOR_FORMULAS.get(m, "") for m in self.auroc}
+
     def to_dict(self) -> dict[str, Any]:
         info = {m: {k: v for k, v in d.items() if k != "direction"} for m, d in self.info.items()}
         return {
@@ -133,8 +138,13 @@ class DetectionResult:
             "info": info,
             "errors": self.errors,
             "formula": self.formula,
-            "detector_formulas": {m: DETECTOR_FORMULAS[m] for m in self.auroc},
+            "detector_formulas": self.detector_formulas,
         }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> DetectionResult:
+        """From `to_dict()`: the detectors' direction vectors are not saved, so `info` lacks them."""
+        return from_checked_dict(cls, data)
 
 
 def run_detection(
@@ -180,11 +190,11 @@ def collect_tokens(
     batch_size: int = 16,
 ) -> TokenData:
     """Token activations at `hook` for each text, plus each SAE latent's max over the text's tokens when an SAE
-    reading `hook` is given. Tokenised and batched exactly as the feature sources do (`saelab.probing.pooling`:
-    separator in front and never scored, right padding with an attention mask, one forward per batch)."""
-    import torch
-
-    from saelab.probing.pooling import encode_texts, run_batches
+    reading `hook` is given. Tokenised and batched exactly as the feature sources do (`saelab.activations.text_batches`:
+    separator in front and never scored, right padding with an attention mask, one forward per batch); latents by
+    `saelab.sae.text_latents.encode`."""
+    from saelab.activations.text_batches import encode_texts, run_batches
+    from saelab.sae.text_latents import encode
 
     enc = encode_texts(handle.tokenizer, list(texts), max_tokens)
     hidden: list[np.ndarray | None] = [None] * len(texts)
@@ -195,9 +205,7 @@ def collect_tokens(
             h_TD = a_BPD[b][batch.keep_BP[b]]
             hidden[i] = h_TD.cpu().numpy()
             if loaded_sae is not None:
-                sae = loaded_sae.sae
-                with torch.no_grad():
-                    f_TS = sae.encode(h_TD.to(device=sae.device, dtype=sae.dtype)).float()
-                d_sae = int(sae.cfg.d_sae)
+                f_TS = encode(loaded_sae, h_TD)
+                d_sae = int(loaded_sae.sae.cfg.d_sae)
                 lat_max[i] = f_TS.max(dim=0).values.cpu().numpy() if len(f_TS) else np.zeros(d_sae, np.float32)
     return TokenData(list(texts), np.asarray(y), hidden, np.stack(lat_max) if loaded_sae is not None else None)

@@ -1,12 +1,12 @@
 """The feature-source registry: `extract_features(params, texts, ...)` → `FeatureSet`.
 
 Sources (key → module):
-  "sae"          SAE latents, pooled max / mean / last / topn-sum (MOSAIC), optional binarisation  (src_sae)
+  "sae"          SAE latents, pooled max / mean / last / topn-sum (MOSAIC), optional binarisation  (sae_source)
   "hidden"       residual stream at one layer (or any hook), pooled last / mean / max               (hidden)
   "layer_sweep"  residual stream at EVERY layer from one forward pass per batch; extra["layers"]    (hidden)
   "neurons"      top-k MLP neurons by separability on training rows, plus a best-neuron-by-layer series (neurons)
-  "sav"          sparse attention vectors: top heads by nearest-centroid accuracy; `sav_predict`    (sav)
-  "tfidf"        TF-IDF 1–2-gram baseline, vocabulary fitted on training rows                       (textual)
+  "sav"          sparse attention vectors: top heads by nearest-centroid accuracy; `sav_predict`    (attention_vectors)
+  "tfidf"        TF-IDF 1–2-gram baseline, vocabulary fitted on training rows                       (tfidf)
 Sources that learn anything from the data (tfidf vocabulary, neuron ranking, SAV heads) use only the rows in
 `fit_texts_mask` (the training split), so nothing leaks from the test rows. Formulas: each module's docstring and
 `FeatureSet.extra["formula"]`; docs/probing_sources.md.
@@ -20,12 +20,12 @@ from collections.abc import Callable
 import numpy as np
 
 from saelab.errors import BadInputError
+from saelab.probing.attention_vectors import sav_predict, sav_source
+from saelab.probing.feature_set import FeatureSet, Progress, SourceParams
 from saelab.probing.hidden import hidden_source, layer_sweep_source
 from saelab.probing.neurons import neuron_source
-from saelab.probing.sav import sav_predict, sav_source
-from saelab.probing.src_base import FeatureSet, Progress, SourceParams
-from saelab.probing.src_sae import latent_token_activations, paired_contrast_ranking, sae_source
-from saelab.probing.textual import tfidf_source
+from saelab.probing.sae_source import latent_token_activations, paired_contrast_ranking, sae_source
+from saelab.probing.tfidf import tfidf_source
 
 __all__ = [
     "FEATURE_SOURCES",
