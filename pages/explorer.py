@@ -10,13 +10,13 @@ only the panel, not the search boxes above it, which keeps a switch within the 3
 import pandas as pd
 import streamlit as st
 
-from saelab.defaults import model_spec
 from saelab.features.search import search_labels, search_token
 from saelab.reports import figures, render
 from saelab.ui import explorer as panel
 from saelab.ui.errors import show_error
 from saelab.ui.feature_context import open_features
 from saelab.ui.latents import query_latent
+from saelab.ui.model_choice import current_model_spec
 from saelab.ui.prompt import MAX_PROMPT_CHARS, analyse, prompt_token_cap, token_decoder
 
 st.title("Feature Explorer")
@@ -204,7 +204,7 @@ def show_latent(latent: int) -> None:
             st.warning("Type some text first.")
         else:
             try:
-                result = analyse(ctx.sae_path, text, model_spec())
+                result = analyse(ctx.sae_path, text, current_model_spec())
             except Exception as err:
                 show_error(err)
             else:

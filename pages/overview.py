@@ -7,12 +7,12 @@ the background (app.py starts that); the model line fills in when loading ends.
 import pandas as pd
 import streamlit as st
 
-from saelab.defaults import model_spec
 from saelab.reports.figures import density_histogram
 from saelab.reports.render import md_esc
 from saelab.sae.catalog import read_folder_json
 from saelab.ui.errors import show_error
 from saelab.ui.loader import get_model, model_ready
+from saelab.ui.model_choice import current_model_spec, model_picker
 from saelab.ui.sae_choice import available_saes, current_sae_path, user_sae_path
 
 st.title("SAE Lab")
@@ -25,7 +25,7 @@ def model_status() -> None:
     """The model line: a loading note until the background load ends (polled each second), then its shape."""
     state = model_ready()
     if state is False:
-        st.markdown(f"**{model_spec()}** · loading in the background (about 10 s on first start)…")
+        st.markdown(f"**{md_esc(current_model_spec())}** · loading in the background (about 10 s on first start)…")
         return
     try:
         handle = get_model()
@@ -44,12 +44,14 @@ model_status()
 st.subheader("SAE")
 saes = available_saes()
 options = [str(p) for p in saes]
+model_picker()  # sidebar: the shipped default, models used before, or a path (this session's whole app)
 with st.sidebar:
     st.markdown("**SAE in use**")
     if options:
         choice = st.selectbox("Shipped SAEs", options, format_func=lambda p: p.split("/")[-1])
         st.session_state["sae_path"] = choice
-    custom = st.text_input("…or a path to an SAE-Lens folder", placeholder="/path/to/sae", max_chars=4096)
+    custom = st.text_input("…or a path to an SAE-Lens folder", placeholder="/path/to/sae", max_chars=4096,
+                           key="sae_custom_path")  # fmt: skip
     if custom.strip():
         try:
             st.session_state["sae_path"] = user_sae_path(custom)

@@ -3,7 +3,6 @@
 import pandas as pd
 import streamlit as st
 
-from saelab.defaults import model_spec
 from saelab.probing.classify import C_GRID, CLASSIFIERS, FORMULAS
 from saelab.probing.concept_detection import DETECTORS
 from saelab.probing.feature_sources import FEATURE_SOURCES
@@ -14,6 +13,7 @@ from saelab.reports.render import md_esc
 from saelab.ui import probing as ui
 from saelab.ui.errors import show_error
 from saelab.ui.feature_context import open_features
+from saelab.ui.model_choice import current_model_spec
 
 st.title("Probing")
 st.caption(
@@ -111,7 +111,7 @@ if st.button("Run probe", type="primary", disabled=textset is None, key="probe_r
             max_rows=max_rows, test_fraction=test_fraction, n_train=n_train, n_test=n_test, seed=seed, source=feat,
             pooling=pooling, topn=topn, binarise=1.0 if binarise else None, layer=layer, classifier=classifier, C=C,
             tune_C=tune, k=k, cv_folds=folds, learning_curve=learning, ood_dataset=None if ood == "(none)" else ood,
-            detection=detect, model=model_spec(), sae_path=ctx.sae_path,
+            detection=detect, model=current_model_spec(), sae_path=ctx.sae_path,
         )  # fmt: skip
         report = ui.run_with_bar(cfg, textset, ctx.handle, ctx.loaded, ctx.labels)
         st.session_state["probe_result"] = (report, None if dataset else textset)
@@ -154,7 +154,7 @@ if stored is not None:
         top3 = [r["latent"] for r in latent_rows[:3]]
         try:
             for row in report.predictions[:n_show]:
-                st.html(ui.highlighted_example(str(ctx.sae_path), model_spec(), row, top3, report.config["max_tokens"]))
+                st.html(ui.highlighted_example(str(ctx.sae_path), current_model_spec(), row, top3, report.config["max_tokens"]))
         except Exception as err:
             show_error(err)
     elif report.top_features:

@@ -3,10 +3,10 @@
 import pandas as pd
 import streamlit as st
 
-from saelab.defaults import model_spec
 from saelab.reports import figures, render
 from saelab.ui.errors import show_error
 from saelab.ui.feature_context import open_features
+from saelab.ui.model_choice import current_model_spec
 from saelab.ui.prompt import MAX_PROMPT_CHARS, analyse, prompt_token_cap
 
 EXAMPLE = (
@@ -36,7 +36,7 @@ if not text.strip():
     st.warning("Type some text to analyse.")
     st.stop()
 try:
-    result = analyse(ctx.sae_path, text, model_spec())
+    result = analyse(ctx.sae_path, text, current_model_spec())
 except Exception as err:
     show_error(err)
     st.stop()

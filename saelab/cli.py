@@ -150,6 +150,18 @@ def cmd_dashboards(args: argparse.Namespace) -> int:
     meta = read_meta(args.sae)
     handle = load_model(args.model or (meta.model if meta else DEFAULT_MODEL))
     loaded = load_sae(args.sae, handle=handle)
+    if args.no_labels:
+        args.label_tokens = 0
+    if args.tokens is None or args.label_tokens is None:
+        from saelab.features.sizing import dashboard_tokens
+
+        sizing = dashboard_tokens(handle, loaded, seq_len=args.seq_len)
+        share = 0.7 if not args.no_labels else 1.0  # labels read held-out rows with one more forward each
+        if args.tokens is None:
+            args.tokens = max(args.seq_len, int(sizing.n_tokens * share) // args.seq_len * args.seq_len)
+        if args.label_tokens is None:
+            args.label_tokens = max(16 * args.seq_len, sizing.n_tokens - args.tokens)
+        print(f"sized to this machine: {sizing.note}; dashboards {args.tokens:,}, labels {args.label_tokens:,} tokens")
     # Text the SAE never saw: the training-split rows after the ones its harvest used, when known;
     # else the held-out split. Labels are scored on held-out rows the dashboards did not use.
     trained = ((meta.corpus or {}).get("config") or {}).get("n_tokens") if meta else None
@@ -157,7 +169,8 @@ def cmd_dashboards(args: argparse.Namespace) -> int:
     heldout = build_corpus(
         handle.tokenizer, CorpusConfig(seq_len=args.seq_len, n_tokens=None, seed=args.seed, split="heldout")
     )
-    label_rows = heldout.tokens[-n_label_rows:]
+    n_label_rows = min(n_label_rows, int(heldout.tokens.shape[0]) // 2)  # leave held-out rows for dashboards
+    label_rows = heldout.tokens[-n_label_rows:] if n_label_rows else heldout.tokens[:0]
     if trained:
         cfg = CorpusConfig(seq_len=args.seq_len, n_tokens=int(trained) + args.tokens, seed=args.seed)
         corpus = build_corpus(handle.tokenizer, cfg)
@@ -351,8 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--sae", required=True, help="an SAE-Lens folder (dashboards/ and labels.json are written into it)")
     d.add_argument("--model", default=None, help="model spec (default: the one in the SAE's metadata)")
-    d.add_argument("--tokens", type=int, default=1_048_576, help="tokens the SAE never saw (default: %(default)s)")
-    d.add_argument("--label-tokens", type=int, default=229_376, help="held-out tokens for label scoring")
+    d.add_argument("--tokens", type=int, default=None,
+                   help="tokens the SAE never saw (default: sized to this machine so dashboards and labels take "
+                        "≤ 10 min; measured and printed)")  # fmt: skip
+    d.add_argument("--label-tokens", type=int, default=None, help="held-out tokens for label scoring (default: sized)")
     d.add_argument("--seq-len", type=int, default=128)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--no-labels", action="store_true", help="skip the offline proxy labels")

@@ -49,6 +49,6 @@ def test_app__bad_sae_path_shows_error_and_keeps_running(tmp_path):
     bad.mkdir()
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
-    at.sidebar.text_input[0].input(str(bad)).run()
+    at.text_input(key="sae_custom_path").input(str(bad)).run()
     assert not at.exception, at.exception
     assert at.error, "a clear error box is shown for a folder that is not an SAE"

@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "saelab.embeddings",
             "saelab.trust",
             "saelab.jobs",
+            "saelab.online",
             "saelab.typed_json",
         ),
     ),

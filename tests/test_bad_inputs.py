@@ -112,7 +112,7 @@ def _sae_path(make: Callable[[Env], object], then: str | None = None):
 
     def act(at: AppTest, env: Env) -> None:
         at.switch_page("pages/overview.py").run()
-        at.sidebar.text_input[0].set_value(str(make(env))).run()
+        at.text_input(key="sae_custom_path").set_value(str(make(env))).run()
         if then is not None:
             at.switch_page(then).run()
 

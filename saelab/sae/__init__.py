@@ -1,5 +1,6 @@
 """Sparse autoencoders: training with SAE-Lens (`train`), the architectures (`registry`), and SAE
-folders on disk in SAE-Lens's format (`files`; `catalog` finds and reads them without importing torch).
+folders on disk in SAE-Lens's format (`files`; `catalog` finds and reads them without importing torch), and
+what differs between the kinds of SAE-Lens SAE that load (`kinds`: normalisation, `hook_z` heads, transcoders).
 
 The names below are imported on first use (PEP 562): SAE-Lens takes seconds to import, and the app's
 first page only reads JSON.

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from saelab.errors import BadInputError, IncompatibleSAEError
 from saelab.hooks import cache_activations, run_with_hooks
 from saelab.models.handle import ModelHandle
+from saelab.sae import kinds
 from saelab.storage import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -146,9 +147,11 @@ def feature_density(sae, acts: torch.Tensor) -> torch.Tensor:
 
 def _check_inputs(handle: ModelHandle, sae, hook: str, tokens: torch.Tensor, batch_size: int) -> torch.Tensor:
     handle.check_hook(hook)
-    width = handle.hook_width(hook)
-    if getattr(sae.cfg, "reshape_activations", "none") == "hook_z":
-        width *= int(handle.cfg.n_heads)  # a hook_z SAE reads all heads concatenated
+    kinds.check_not_transcoder(sae, "evaluation")
+    head = getattr(getattr(sae.cfg, "metadata", None), "hook_head_index", None)
+    if head is not None:
+        raise IncompatibleSAEError(f"The SAE reads only head {head} of {hook}; evaluation splices whole activations.")
+    width = kinds.hook_z_width(sae, handle.hook_width(hook), int(handle.cfg.n_heads))
     if int(sae.cfg.d_in) != width:
         raise IncompatibleSAEError(
             f"The SAE reads vectors of width d_in={sae.cfg.d_in}, but {hook} on {handle.name} has width {width}. "

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from saelab.configs import DictConfig
 from saelab.errors import BadInputError, CorruptFileError
 from saelab.sae.checkpoint import read_checkpoint, restore_checkpoint, write_checkpoint
-from saelab.sae.files import SaeMeta, check_replaceable, save_sae
+from saelab.sae.files import SAE_LENS_METADATA_KEYS, SaeMeta, check_replaceable, save_sae
 from saelab.sae.registry import ArchitectureName, SaeKnobs, get_architecture
 from saelab.storage import TRAIN_STATE_DIR
 
@@ -47,9 +47,6 @@ NormMode = Literal["expected_average_only_in", "none"]
 LrSchedule = Literal["constant", "cosineannealing"]
 ProgressFn = Callable[[int, int, dict[str, float]], None]
 DataFactory = Callable[[int], Iterator[torch.Tensor]]
-
-# Provenance keys SAE-Lens itself knows in `cfg.metadata`; passed through when the caller has them.
-_SAE_LENS_META_KEYS = ("context_size", "prepend_bos", "dataset_path", "hook_head_index")
 
 
 @dataclass
@@ -295,7 +292,12 @@ def train_sae(
     total = cfg.total_steps
     start_sample = int(ckpt.state["n_training_samples"]) if ckpt else 0
     seconds_before = float(ckpt.state.get("seconds", 0.0)) if ckpt else 0.0
-    sae_lens_meta = {"model_name": model, "hook_name": hook, **{k: extra[k] for k in _SAE_LENS_META_KEYS if k in extra}}
+    # The rest of SAE-Lens's metadata (context size, BOS, special tokens, dataset) is written by save_sae.
+    sae_lens_meta = {
+        "model_name": model,
+        "hook_name": hook,
+        **{k: extra[k] for k in SAE_LENS_METADATA_KEYS if k in extra},
+    }
     own_bar = TqdmProgress() if progress is None else None
     report = progress or own_bar
     assert report is not None

@@ -10,6 +10,10 @@ With h the activation at the direction's hook (one vector per position), w the u
             to α (for a neuron's one-hot direction, the neuron's value is set to α).
     ablate  h ← h − (h·w)·w   — w projected out (factor unused).
 
+At an attention hook whose activation is [batch, pos, n_heads, d_head] (`attn.hook_z`, q, k, v) a direction is
+n_heads·d_head wide — all heads concatenated, as an SAE there reads them (an SAE latent's decoder row) — and h is
+that concatenation; a d_head-wide direction acts on every head alike.
+
 Positions: "all" every position, "prompt" only the prompt's positions (the first forward pass), "generated"
 only the positions of generated tokens (later passes with the KV cache). Note the first new token is
 predicted from the last prompt position, so "generated" steering first shows in the second new token.
@@ -30,6 +34,7 @@ import torch
 from saelab.decode import Phase
 from saelab.errors import BadInputError
 from saelab.models.handle import ModelHandle
+from saelab.sae import kinds
 from saelab.sae.files import LoadedSAE
 from saelab.steering.direction_sources import Direction
 
@@ -132,16 +137,40 @@ def validate(interventions: Sequence[Intervention], handle: ModelHandle, loaded_
             )
         if not isinstance(iv.direction, Direction):
             raise BadInputError(f"{what}: the direction is a {type(iv.direction).__name__}, not a Direction.")
-        width = handle.hook_width(iv.direction.hook)  # also raises for an unknown hook
-        if iv.direction.width != width:
+        widths = hook_widths(handle, iv.direction.hook)  # also raises for an unknown hook
+        if iv.direction.width not in widths:
             raise BadInputError(
                 f"{what}: direction {iv.direction.name!r} has width {iv.direction.width}, but {iv.direction.hook} "
-                f"of model {handle.name} has width {width}. Build the direction on this model and hook."
+                f"of model {handle.name} has width {' or '.join(map(str, widths))}. Build the direction on this "
+                "model and hook."
             )
+        _check_transcoder(iv, loaded_sae, what)
         if not math.isfinite(iv.alpha):
             raise BadInputError(f"{what}: α = factor × max_act is not finite (max_act {iv.direction.max_act!r}).")
         if iv.kind == "clamp" and iv.sae_latent() is not None:
             _check_clamp(iv, loaded_sae, what)
+
+
+def hook_widths(handle: ModelHandle, hook: str) -> tuple[int, ...]:
+    """The widths a direction at `hook` may have: the hook's last dimension, and at an attention hook with a
+    head dimension also n_heads·d_head (all heads concatenated)."""
+    width = handle.hook_width(hook)
+    if not kinds.is_head_hook(hook):
+        return (width,)
+    cfg = handle.cfg
+    heads = (getattr(cfg, "n_key_value_heads", None) if hook.endswith(("hook_k", "hook_v")) else None) or cfg.n_heads
+    return (width, width * int(heads))
+
+
+def _check_transcoder(iv: Intervention, loaded_sae: LoadedSAE | None, what: str) -> None:
+    """A transcoder's decoder rows live at its output hook, not at the hook its encoder reads."""
+    if loaded_sae is None or not loaded_sae.is_transcoder or iv.direction.source != "sae":
+        return
+    if iv.direction.meta.get("sae_path") == str(loaded_sae.path) and iv.direction.hook != loaded_sae.decoder_hook:
+        raise BadInputError(
+            f"{what}: {iv.direction.name!r} is a decoder row of a transcoder, which writes to "
+            f"{loaded_sae.decoder_hook}, not to {iv.direction.hook} where its encoder reads; it cannot steer there."
+        )
 
 
 def _check_clamp(iv: Intervention, loaded_sae: LoadedSAE | None, what: str) -> None:
@@ -153,6 +182,11 @@ def _check_clamp(iv: Intervention, loaded_sae: LoadedSAE | None, what: str) -> N
         raise BadInputError(f"{what}: there is no latent {latent!r}; this SAE has latents 0 to {d_sae - 1}.")
     if loaded_sae.hook != iv.direction.hook:
         raise BadInputError(f"{what}: the SAE reads {loaded_sae.hook} but the direction lives at {iv.direction.hook}.")
+    if loaded_sae.is_transcoder:
+        raise BadInputError(
+            f"{what}: a clamp sets a latent and puts the SAE's decode back where it read; a transcoder decodes "
+            f"into {loaded_sae.decoder_hook} instead. Use 'add' with a direction at that hook."
+        )
 
 
 # ---------------------------------------------------------------- hook builders
@@ -170,11 +204,17 @@ def _add(iv: Intervention, phase: Phase, loaded_sae: LoadedSAE | None) -> HookFn
     def hook(act: torch.Tensor, hook=None) -> torch.Tensor | None:
         if not phase.active(iv.positions):
             return None
-        if "delta" not in cache:  # built once per call, in the activation's dtype
-            cache["delta"] = _vec(iv, act) * iv.alpha
+        if "delta" not in cache:  # built once per call, in the activation's dtype and shape ([heads, d_head] at hook_z)
+            delta = _vec(iv, act) * iv.alpha
+            cache["delta"] = delta if delta.numel() == act.shape[-1] else delta.view(act.shape[-2:])
         return act + cache["delta"]
 
     return hook
+
+
+def _on_vectors(act: torch.Tensor, width: int, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """`fn` applied to `act` seen as `width`-wide vectors (heads concatenated at hook_z), in `act`'s shape."""
+    return kinds.unflat_heads(fn(kinds.flat_heads(act, width)), act)
 
 
 def _clamp(iv: Intervention, phase: Phase, loaded_sae: LoadedSAE | None) -> HookFn:
@@ -187,22 +227,25 @@ def _clamp(iv: Intervention, phase: Phase, loaded_sae: LoadedSAE | None) -> Hook
             if not phase.active(iv.positions):
                 return None
             w = _vec(iv, act)
-            return act + (alpha - act @ w).unsqueeze(-1) * w
+            return _on_vectors(act, len(w), lambda h: h + (alpha - h @ w).unsqueeze(-1) * w)
 
         return project_hook
 
     sae = loaded_sae.sae
+    d_in = int(sae.cfg.d_in)
 
     def sae_hook(act: torch.Tensor, hook=None) -> torch.Tensor | None:
         if not phase.active(iv.positions):
             return None
         x = act.to(dtype=sae.dtype, device=sae.device)
+        if not getattr(sae, "hook_z_reshaping_mode", False):  # a hook_z SAE takes [.., heads, d_head] itself
+            x = kinds.flat_heads(x, d_in)
         z = sae.encode(x)
         z_set = z.clone()
         z_set[..., latent] = alpha
         # decode(z') + (x − decode(z)): the SAE's error term is kept, only latent j changes.
-        out = x + (sae.decode(z_set) - sae.decode(z))
-        return out.to(dtype=act.dtype, device=act.device)
+        out = x + kinds.decode_change(sae, x, z, z_set)
+        return kinds.unflat_heads(out, act).to(dtype=act.dtype, device=act.device)
 
     return sae_hook
 
@@ -212,7 +255,7 @@ def _ablate(iv: Intervention, phase: Phase, loaded_sae: LoadedSAE | None) -> Hoo
         if not phase.active(iv.positions):
             return None
         w = _vec(iv, act)
-        return act - (act @ w).unsqueeze(-1) * w
+        return _on_vectors(act, len(w), lambda h: h - (h @ w).unsqueeze(-1) * w)
 
     return hook
 
@@ -238,5 +281,6 @@ __all__ = [
     "MAX_FACTOR",
     "Phase",
     "build_hooks",
+    "hook_widths",
     "validate",
 ]

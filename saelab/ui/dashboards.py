@@ -70,8 +70,9 @@ def offer_dashboard_build(sae_path: str, *, broken: bool = False) -> None:
     st.warning(f"{what} from the command line with `saelab dashboards --sae` {md_esc(sae_path)}, or here.")
     n_tokens = APP_DASHBOARD_TOKENS
     st.caption(
-        f"Building here analyses {n_tokens:,} held-out corpus tokens (a few minutes on a CPU; one heavy job "
-        "runs at a time on this server); the command line can use more."
+        f"Building here analyses up to {n_tokens:,} held-out corpus tokens, fewer if this machine could not finish "
+        "them in 8 minutes (measured first); one heavy job runs at a time on this server, and a cancelled or "
+        "interrupted build resumes from its checkpoint."
     )
     job = default_queue().find(DASHBOARD_JOB, _job_key(sae_path, n_tokens))
     if job is not None and job.active:  # this session's request, or the same one from another session
@@ -128,7 +129,10 @@ def build_dashboards_here(
     """
     from saelab.corpus import CorpusConfig, build_corpus
     from saelab.features.dashboards import DashboardConfig, build_dashboards
+    from saelab.features.sizing import dashboard_tokens
 
+    if n_tokens > 16_384:  # sized to the machine: at most n_tokens, as many as 8 minutes of forward passes allow
+        n_tokens = min(n_tokens, dashboard_tokens(handle, loaded, seq_len=128).n_tokens)
     corpus = build_corpus(
         handle.tokenizer,
         CorpusConfig(seq_len=128, n_tokens=n_tokens, seed=0, split="heldout"),

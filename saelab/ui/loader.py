@@ -5,7 +5,8 @@ renders while torch, TransformerLens and SAE-Lens import (~10 s on a 2-core CPU)
 cached: the next request tries again. The objects are read-only by convention; hooked work goes through
 `saelab.hooks`, which serialises on the model's lock. The model spec is read at call time (not import
 time), because one Python process may run several apps under test:
-    SAELAB_MODEL     model spec for `saelab.models.load_model` (default: the default model; "tiny" in tests)
+    SAELAB_MODEL     model spec for `saelab.models.load_model` (default: the default model; "tiny" in tests);
+                     a session may pick another in the sidebar (`saelab.ui.model_choice`)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
-from saelab.defaults import model_spec
+from saelab.ui.model_choice import current_model_spec as model_spec
 from saelab.ui.sae_choice import available_saes
 
 if TYPE_CHECKING:  # the heavy modules (torch, TransformerLens, SAE-Lens) load in the background
@@ -80,8 +81,11 @@ def _model_future(spec: str) -> Future:
 
     def load() -> ModelHandle:
         from saelab.models import load_model
+        from saelab.models.recent import remember_model
 
-        return load_model(spec)
+        handle = load_model(spec)
+        remember_model(spec)
+        return handle
 
     return _submit(("model", spec), load)
 

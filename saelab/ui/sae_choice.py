@@ -33,6 +33,10 @@ def sync_trust_mode() -> None:
 
 def user_sae_path(raw: str) -> str:
     """A typed SAE folder, checked by the trust model (`BadInputError` with what to change)."""
+    from saelab.sae.releases import is_release_spec
+
+    if is_release_spec(raw.strip()):  # sae-lens:<release>:<sae_id>: cached, or fetched when SAELAB_ONLINE=1
+        return raw.strip()
     sync_trust_mode()
     return str(trust.user_path(raw, "SAE folder"))
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import streamlit as st
 
-from saelab.defaults import model_spec
 from saelab.errors import BadInputError
 from saelab.ui.loader import get_model, get_sae
+from saelab.ui.model_choice import current_model_spec
 
 MAX_TEXT_LINES = 200
 
@@ -113,7 +113,7 @@ def sweep_rows(res: Any) -> list[dict[str, Any]]:
 
 
 def spec() -> str:
-    return model_spec()
+    return current_model_spec()
 
 
 def streaming_slots(slots: dict[str, Any], every_s: float = 0.25):
