@@ -51,6 +51,21 @@ def n_ctx(hf: Any, key: str = "max_position_embeddings") -> int:
     return int(min(int(getattr(hf, key, None) or 2048), N_CTX_CAP))
 
 
+def rms_decoder_shape(hf: Any, d_head: int, n_heads: int, ctx: int, act_fn: str) -> dict[str, Any]:
+    """The sizes every RMSNorm decoder family (Llama, Gemma) reads the same way from its HF config."""
+    return {
+        "d_model": int(hf.hidden_size),
+        "d_head": d_head,
+        "n_heads": n_heads,
+        "d_mlp": int(hf.intermediate_size),
+        "n_layers": int(hf.num_hidden_layers),
+        "n_ctx": ctx,
+        "eps": float(getattr(hf, "rms_norm_eps", 1e-6)),
+        "d_vocab": int(hf.vocab_size),
+        "act_fn": str(act_fn),
+    }
+
+
 def _rope_sets(hf: Any) -> dict[str, dict]:
     """RoPE parameters per attention type ("default" when one set serves every layer).
 

@@ -19,7 +19,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from saelab.models.architectures.common import Architecture, head_dim, n_ctx, positions, refuse, tl_converter
+from saelab.models.architectures.common import (
+    Architecture,
+    head_dim,
+    n_ctx,
+    positions,
+    refuse,
+    rms_decoder_shape,
+    tl_converter,
+)
 
 _SOFTCAP_OFF = -1.0  # TransformerLens's "no soft cap"
 
@@ -39,15 +47,7 @@ def _gemma(hf: Any, *, arch: str, version: int) -> dict[str, Any]:
     ctx = n_ctx(hf)
     act = getattr(hf, "hidden_activation", None) or getattr(hf, "hidden_act", None) or "gelu_pytorch_tanh"
     cfg: dict[str, Any] = {
-        "d_model": int(hf.hidden_size),
-        "d_head": d_head,
-        "n_heads": n_heads,
-        "d_mlp": int(hf.intermediate_size),
-        "n_layers": n_layers,
-        "n_ctx": ctx,
-        "eps": float(getattr(hf, "rms_norm_eps", 1e-6)),
-        "d_vocab": int(hf.vocab_size),
-        "act_fn": str(act),
+        **rms_decoder_shape(hf, d_head, n_heads, ctx, act),
         # TL's Gemma converter always writes the grouped (`_W_K`) layout
         "n_key_value_heads": int(getattr(hf, "num_key_value_heads", None) or n_heads),
         "normalization_type": "RMS",

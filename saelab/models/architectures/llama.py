@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from saelab.models.architectures.common import Architecture, head_dim, n_ctx, positions, refuse, tl_converter
+from saelab.models.architectures.common import (
+    Architecture,
+    head_dim,
+    n_ctx,
+    positions,
+    refuse,
+    rms_decoder_shape,
+    tl_converter,
+)
 
 
 def llama_like(hf: Any, *, arch: str, always_kv_heads: bool = False) -> dict[str, Any]:
@@ -23,15 +31,7 @@ def llama_like(hf: Any, *, arch: str, always_kv_heads: bool = False) -> dict[str
     if getattr(hf, "mlp_bias", False):
         refuse(hf, "MLP biases (mlp_bias=True) have no place in TransformerLens's gated MLP")
     return {
-        "d_model": int(hf.hidden_size),
-        "d_head": d_head,
-        "n_heads": n_heads,
-        "d_mlp": int(hf.intermediate_size),
-        "n_layers": n_layers,
-        "n_ctx": ctx,
-        "eps": float(getattr(hf, "rms_norm_eps", 1e-6)),
-        "d_vocab": int(hf.vocab_size),
-        "act_fn": str(getattr(hf, "hidden_act", "silu")),
+        **rms_decoder_shape(hf, d_head, n_heads, ctx, getattr(hf, "hidden_act", "silu")),
         "n_key_value_heads": n_kv if (n_kv != n_heads or always_kv_heads) else None,
         "normalization_type": "RMS",
         **positions(hf, d_head, n_layers, ctx),
