@@ -332,12 +332,18 @@ def test_generate__steers_with_every_kind_at_hook_z_and_with_norms(name, folders
     assert active_hook_count(tiny_handle) == 0
 
 
-def test_steering__transcoder_latents_do_not_steer_where_they_are_read(folders, tiny_handle):
+def test_steering__transcoder_latents_steer_where_they_are_written_not_where_they_are_read(folders, tiny_handle):
+    from saelab.steering.direction_sources import Direction
+
     loaded = load_sae(folders["transcoder"], handle=tiny_handle)
     d = sae_latent_direction(loaded, 0, max_act=1.0)
-    for iv in (Intervention("add", d, 1.0), Intervention("clamp", d, 1.0)):
-        with pytest.raises(BadInputError, match="transcoder"):
-            validate([iv], tiny_handle, loaded)
+    assert d.hook == MLP_OUT == loaded.decoder_hook  # the decoder row lives at the output hook
+    validate([Intervention("add", d, 1.0)], tiny_handle, loaded)
+    with pytest.raises(BadInputError, match="transcoder|reads"):  # a clamp needs the encoder at the same hook
+        validate([Intervention("clamp", d, 1.0)], tiny_handle, loaded)
+    at_input = Direction(**{**d.__dict__, "hook": loaded.hook})
+    with pytest.raises(BadInputError, match="transcoder"):
+        validate([Intervention("add", at_input, 1.0)], tiny_handle, loaded)
 
 
 # ---------------------------------------------------------------- the pages, on foreign SAEs

@@ -296,7 +296,7 @@ def build_dashboards(
             del entries
         W_dec = sae.W_dec.detach().float().cpu()
         with phase("logits"):
-            logits, logit_formula = logit_effects(handle, hook, W_dec, cfg.n_logits)
+            logits, logit_formula = logit_effects(handle, loaded.decoder_hook, W_dec, cfg.n_logits)  # transcoders: output
         with phase("neighbours"):
             tensors.update(logits, **neighbours(W_dec, cfg.n_neighbours))
         with phase("projection"):

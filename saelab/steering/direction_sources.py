@@ -191,7 +191,7 @@ def sae_latent_direction(
     return Direction(
         name=f"SAE latent {latent}",
         source="sae",
-        hook=loaded.hook,
+        hook=loaded.decoder_hook,  # where the decoder row is written (a transcoder's output hook)
         vector=w_dec,
         max_act=float(max_act) * dec_norm,
         meta={
