@@ -369,3 +369,15 @@ def test_pages__explorer_and_steering_open_on_a_foreign_sae(name, tmp_path, tiny
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     assert any(f"add SAE latent {latent}" in c.value for c in at.caption)
+
+
+def test_steering_eval__runs_on_a_hook_z_sae(folders, tiny_handle):
+    """The AxBench protocol at attn.hook_z: directions and deltas are n_heads · d_head wide (heads concatenated)."""
+    from saelab.steering.evaluate import EvalConfig, run_eval
+
+    loaded = load_sae(folders["jumprelu@hook_z"], handle=tiny_handle)
+    cfg = EvalConfig(concepts=["spam"], methods=["sae", "diffmean"], factors=[1.0], n_instructions=2,
+                     max_new_tokens=4, n_train=4, n_judge=4, n_boot=100)  # fmt: skip
+    res = run_eval(tiny_handle, loaded, cfg)
+    assert set(res.directions["spam"]) >= {"sae", "diffmean"}
+    assert len(res.items) == 2 * 3 and all(0 <= it["score"] <= 2 for it in res.items)

@@ -120,7 +120,8 @@ def run_batches(handle, enc: Encoded, names: list[str], batch_size: int, progres
 def text_hook_acts(
     handle, texts: Sequence[str], hook: str, *, max_tokens: int = 128, batch_size: int = 32
 ) -> list[torch.Tensor]:
-    """Per text, float32 `[n_kept, width]` activations at `hook` of its non-sink tokens (see `Batch.keep_BP`)."""
+    """Per text, float32 `[n_kept, ...]` activations at `hook` of its non-sink tokens (see `Batch.keep_BP`); at an
+    attention hook with a head dimension (`attn.hook_z`) that is `[n_kept, n_heads, d_head]`."""
     handle.check_hook(hook)
     enc = encode_texts(handle.tokenizer, texts, max_tokens)
     out: list[torch.Tensor | None] = [None] * len(enc.ids)

@@ -66,7 +66,9 @@ def _text_method_direction(handle, loaded, acts: ConceptActs, method: str, seed:
     from saelab.directions import METHOD_FORMULAS, compute_direction
     from saelab.steering.direction_sources import Direction
 
-    pos, neg = torch.cat(acts.pos), torch.cat(acts.neg)
+    flat_pos = [a.flatten(1) for a in acts.pos]  # attn.hook_z: [tokens, heads, d_head] → heads concatenated
+    flat_neg = [a.flatten(1) for a in acts.neg]
+    pos, neg = torch.cat(flat_pos), torch.cat(flat_neg)
     w = compute_direction(method, pos, neg, seed)
     return Direction(
         name=f"{method}: {acts.data.concept.name}",
@@ -80,7 +82,7 @@ def _text_method_direction(handle, loaded, acts: ConceptActs, method: str, seed:
             "max_act_formula": "max over positive training tokens of h·w",
             "n_pos_tokens": int(len(pos)),
             "n_neg_tokens": int(len(neg)),
-            "train_auroc": float(auroc_per_column(_maxdot(acts.pos, w), _maxdot(acts.neg, w))[0]),
+            "train_auroc": float(auroc_per_column(_maxdot(flat_pos, w), _maxdot(flat_neg, w))[0]),
         },
     )
 

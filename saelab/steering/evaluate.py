@@ -44,6 +44,7 @@ from saelab.steering.concepts import (
 from saelab.steering.eval_directions import METHOD_BUILDERS, ConceptActs, auroc_per_column, pick_sae_latent
 from saelab.steering.eval_result import EvalResult  # re-exported: run_eval's result type
 from saelab.steering.eval_stats import paired_tests, summarise
+from saelab.steering.interventions import hook_widths
 from saelab.steering.judges import SCORE_FORMULA, EndpointJudge, ProxyJudge
 
 log = logging.getLogger(__name__)
@@ -173,7 +174,10 @@ def generate_rows(
     n_noise = max(noise_ids) + 1 if n_noise is None else n_noise  # the same draws in every chunk of a concept
 
     def steer(act: torch.Tensor, hook=None) -> torch.Tensor:
-        return act + deltas_BD.to(dtype=act.dtype)[:, None, :]
+        delta = deltas_BD.to(dtype=act.dtype)[:, None, :]
+        if act.ndim == 4:  # attn.hook_z [batch, pos, heads, d_head]: the delta spans every head, concatenated
+            return act + delta.view(*delta.shape[:2], *act.shape[2:])
+        return act + delta
 
     request = DecodeRequest(
         rows=[list(p) for p in prompts],
@@ -212,7 +216,7 @@ def run_eval(handle, loaded_sae, cfg: EvalConfig, *, progress: Progress | None =
     halves = {i: ("select" if i in select_ids else "report") for i in ids}
     gcfg = GenerationConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed)
     plain_ids = [prompt_ids(handle, t, gcfg) for t in texts]
-    width = handle.hook_width(hook)
+    width = hook_widths(handle, hook)[-1]  # at attn.hook_z: every head's d_head, concatenated
     total, done = cfg.n_batches(), 0
     state: dict[str, Any] = {}
     items: list[dict] = []
