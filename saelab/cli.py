@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "saelab.probing.cli",
     "saelab.circuits.cli",
     "saelab.hypotheses.cli",
+    "saelab.compare.cli",
 )
 
 

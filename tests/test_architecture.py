@@ -37,7 +37,17 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("activations", ("saelab.activations",)),
     ("sae", ("saelab.sae",)),
     ("features", ("saelab.features",)),
-    ("analyses", ("saelab.directions", "saelab.steering", "saelab.probing", "saelab.circuits", "saelab.hypotheses")),
+    (
+        "analyses",
+        (
+            "saelab.directions",
+            "saelab.steering",
+            "saelab.probing",
+            "saelab.circuits",
+            "saelab.hypotheses",
+            "saelab.compare",
+        ),
+    ),
     ("reports", ("saelab.reports",)),
     ("entry", ("saelab.cli", "saelab.__main__", "saelab.default_sae")),
     ("ui", ("saelab.ui",)),
