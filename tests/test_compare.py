@@ -109,6 +109,16 @@ def test_cli_two_tiny_saes(tmp_path, capsys):
     assert (out / "pairs-1.csv").is_file()
 
 
+def test_cli_correlation_needs_a_model_and_reports_pair_r(tmp_path, capsys):
+    a, b = build_tiny_sae(tmp_path / "sae-a", seed=0), build_tiny_sae(tmp_path / "sae-b", seed=0)  # the same SAE
+    assert main(["compare", str(a), str(b), "--correlation", "512"]) == 2
+    assert "--model" in capsys.readouterr().err
+    assert main(["compare", str(a), str(b), "--model", "tiny", "--correlation", "512"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "mean pair activation r" in x)
+    r = float(line.split("mean pair activation r: ")[1].split(" ")[0])
+    assert r > 0.999  # a copy: every assigned pair fires identically
+
+
 def test_activation_correlation_of_a_copy_is_one(tmp_path):
     from saelab.compare.matching import activation_correlation, match_saes
     from saelab.models import load_model

@@ -24,7 +24,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from saelab.compare.run import compare_saes
     from saelab.reports.compare import export_result, summary_rows
 
-    result = compare_saes(args.saes, model=args.model, threshold=args.threshold)
+    result = compare_saes(args.saes, model=args.model, threshold=args.threshold, correlation_tokens=args.correlation)
     for note in result.notes:
         print(f"note: {note}")
     print("Core metrics (eval.json):")
@@ -52,5 +52,7 @@ def register(sub) -> None:
     p.add_argument("--model", help="model to check the SAEs against (default: no model is loaded)")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                    help="cosine for 'matched' and for feature splits (default %(default)s)")  # fmt: skip
+    p.add_argument("--correlation", type=int, default=0, metavar="TOKENS",
+                   help="also correlate the matched pairs' activations on this many held-out tokens (needs --model)")  # fmt: skip
     p.add_argument("--out", help="export folder: report.html, result.json, pairs CSVs")
     p.set_defaults(func=cmd_compare)

@@ -83,9 +83,10 @@ def latent_info(sae_dir: str | Path) -> tuple[LatentInfo, str | None]:
 
 
 def compare_saes(paths: list[str | Path], *, model: str | None = None, threshold: float = DEFAULT_THRESHOLD,
-                 handle=None, names: list[str] | None = None) -> CompareResult:  # fmt: skip
+                 handle=None, names: list[str] | None = None, correlation_tokens: int = 0) -> CompareResult:  # fmt: skip
     """Load every SAE (checked against `model`/`handle` when given), refuse incompatible ones, read their
-    metrics, and match each SAE after the first against the first."""
+    metrics, and match each SAE after the first against the first. With `correlation_tokens` (needs a model),
+    each match also gets the activation correlation of its assigned pairs on that many held-out corpus tokens."""
     from saelab.sae.files import load_sae
 
     if len(paths) < 2:
@@ -102,6 +103,16 @@ def compare_saes(paths: list[str | Path], *, model: str | None = None, threshold
     metrics = read_metrics(list(paths), names)
     matches = [match_saes(loaded[0], other, threshold=threshold, name_a=names[0], name_b=name)
                for other, name in zip(loaded[1:], names[1:], strict=True)]  # fmt: skip
+    if correlation_tokens:
+        if handle is None:
+            raise BadInputError("Activation correlation runs the model: name it (--model).")
+        from saelab.compare.matching import activation_correlation
+        from saelab.corpus import CorpusConfig, build_corpus
+
+        corpus = build_corpus(handle.tokenizer, CorpusConfig(seq_len=128, n_tokens=int(correlation_tokens),
+                                                             seed=0, split="heldout"))  # fmt: skip
+        matches = [activation_correlation(handle, loaded[0], other, m, corpus.tokens)
+                   for other, m in zip(loaded[1:], matches, strict=True)]  # fmt: skip
     info = []
     for p in paths:
         i, note = latent_info(p)
