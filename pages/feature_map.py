@@ -21,9 +21,9 @@ except Exception as err:
     st.stop()
 
 n = fmap.n_latents
-colour = st.radio("Colour by", ["log density", "cluster"], horizontal=True, disabled=fmap.cluster is None)
+colour = st.radio("Colour by", fmap.colour_options, horizontal=True, key="map_colour")
 event = st.plotly_chart(
-    fmap.figure(labels, colour_by="cluster" if colour == "cluster" else "density"),
+    fmap.figure(labels, colour_by=colour),
     width="stretch",
     on_select="rerun",
     selection_mode=("points", "box", "lasso"),
@@ -31,7 +31,9 @@ event = st.plotly_chart(
 )
 st.caption(f"{n:,} latents · {fmap.n_dead:,} never fired on the dashboard tokens (shown at the density floor).")
 if store.meta.get("formulas", {}).get("projection"):
-    st.caption(f"Layout: {store.meta['formulas']['projection']}.")
+    keep = store.meta.get("map_neighbourhood_keep_at_10")
+    kept = f" It keeps {keep:.0%} of each latent's 10 nearest decoder neighbours among its 10 nearest points." if keep else ""
+    st.caption(f"Layout: {store.meta['formulas']['projection']}.{kept}")
 
 picked = picked_latents(event)
 if len(picked) == 1:

@@ -364,3 +364,22 @@ def test_dashboard_tokens__measured_rate_fits_the_budget_in_whole_power_of_two_r
     assert "1,000 tokens/s" in s.note and s.n_tokens <= 1000 * 480
     monkeypatch.setattr(sizing, "measure_rate", lambda *a, **k: 1.0)
     assert sizing.dashboard_tokens(tiny_handle, loaded, seq_len=128).n_tokens == 128 * 128  # the floor (16k)
+
+
+def test_map__keeps_decoder_neighbourhoods_far_above_chance_and_names_clusters():
+    """Clustered decoder directions (24 groups around random centres): the map keeps most 10-NN neighbourhoods
+    (chance ≈ 10 / d), KMeans finds the groups, and clusters are named by their members' labels."""
+    from saelab.features.projection import cluster_names, neighbourhood_preservation
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(24, 64, generator=g)
+    W = centres.repeat_interleave(20, 0) + 0.35 * torch.randn(480, 64, generator=g)
+    xy, cluster = project_decoder(W, n_clusters=24)
+    assert neighbourhood_preservation(W, xy) > max(0.3, 10 * (10 / 480))  # ≥ 10× chance
+    groups = torch.arange(480) // 20
+    purity = np.mean([np.bincount(groups[cluster == c].numpy()).max() / (cluster == c).sum() for c in np.unique(cluster)])
+    assert purity > 0.9
+    labels = {i: "tokens: ' Paris', ' France'" if groups[i] == 0 else f"tokens: ' code{groups[i]}'" for i in range(480)}
+    names = cluster_names(cluster, labels)
+    c0 = int(np.bincount(cluster[:20]).argmax())
+    assert names[c0].startswith(("Paris", "France")) and "France" in names[c0]

@@ -26,7 +26,8 @@ def app(feature_root, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "page", ["pages/explorer.py", "pages/prompt_view.py", "pages/feature_map.py", "pages/steering.py"]
+    "page",
+    ["pages/explorer.py", "pages/prompt_view.py", "pages/feature_map.py", "pages/compare.py", "pages/steering.py"],
 )
 def test_pages__render_without_exception(app, page):
     at = open_page(app, page)
@@ -189,3 +190,12 @@ def test_explorer__llm_label_is_shown_with_its_score_and_escaped(tmp_path, tiny_
     monkeypatch.setenv("SAELAB_MODEL", "tiny")
     html = page_html(open_page(AppTest.from_file(APP, default_timeout=120), "pages/explorer.py", latent="2"))
     assert "LLM label (local-llm)" in html and "cats &lt;b&gt;and&lt;/b&gt; dogs" in html and "0.81" in html
+
+
+def test_feature_map__colours_by_any_statistic_including_label_quality(app):
+    at = open_page(app, "pages/feature_map.py")
+    options = at.radio(key="map_colour").options
+    assert {"log density", "max activation", "label quality (balanced accuracy)"} <= set(options)
+    for option in options:
+        at.radio(key="map_colour").set_value(option).run()
+        assert not at.exception, (option, at.exception)

@@ -302,6 +302,7 @@ def build_dashboards(
         with phase("projection"):
             xy, cluster = projection.project_decoder(W_dec, cfg.projection, cfg.n_clusters, cfg.seed)
             tensors.update(map_xy=torch.from_numpy(xy), map_cluster=torch.from_numpy(cluster))
+            map_keep = projection.neighbourhood_preservation(W_dec, xy)
 
     sizes = {"d_sae": int(sae.cfg.d_sae), "ctx": cfg.ctx, **{k: getattr(cfg, k) for k in _SIZE_KEYS}}
     meta: dict[str, Any] = {
@@ -331,6 +332,7 @@ def build_dashboards(
         },
         "model": {"name": handle.name, "source": handle.source},
         "hook": hook,
+        "map_neighbourhood_keep_at_10": None if map_keep != map_keep else round(map_keep, 4),
         "seconds": phase.seconds,  # "write" is missing: meta.json is part of the write
         "formulas": {
             **FORMULAS,

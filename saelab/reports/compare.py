@@ -75,3 +75,11 @@ def export_result(result: CompareResult, folder: str | Path) -> dict[str, Path]:
     """Write report.html, result.json and one pairs CSV per match into `folder` (atomically)."""
     csv = {f"pairs-{k + 1}": pair_rows(result, k) for k in range(len(result.matches))}
     return write_export(folder, report=build_report(result), data=result.to_dict(), csv=csv)
+
+
+def export_bytes(result: CompareResult) -> dict[str, bytes]:
+    """report.html and result.json in memory, for download buttons: {"html", "json"}."""
+    import json
+
+    return {"html": build_report(result).to_html().encode(),
+            "json": json.dumps(result.to_dict(), indent=1).encode()}  # fmt: skip

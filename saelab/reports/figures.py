@@ -107,12 +107,17 @@ def feature_map(
     cluster: np.ndarray | None,
     labels: dict[int, str] | None = None,
     *,
-    colour_by: Literal["density", "cluster"] = "density",
+    colour_by: Literal["density", "cluster", "values"] = "density",
     highlight: int | None = None,
+    values: np.ndarray | None = None,
+    values_title: str = "",
+    names: dict[int, str] | None = None,
 ) -> go.Figure:
     """WebGL scatter of every latent's 2-D map position; hover shows index, label and density.
 
-    Colour is log10 density (dead latents at the floor) or the cluster id. Each point's
+    Colour is log10 density (dead latents at the floor), the cluster id, or any per-latent `values` (NaN drawn
+    grey, e.g. latents without a scored label). `names` (cluster → name) are written at each cluster's median
+    position and in the hover. Each point's
     `customdata` is its latent index, which the page reads back from a selection. No `dragmode`
     is set on purpose: Streamlit then pans by default and a click selects one point, whereas a
     lasso/select dragmode turns clicks into plain events that select nothing.
@@ -126,8 +131,12 @@ def feature_map(
     floor = float(dens[dens > 0].min()) / 2 if (dens > 0).any() else 1e-6
     log_d = np.log10(np.clip(dens, floor, None))
     text = [f"#{i} {esc(labels.get(i, ''))}".strip() + f"<br>log10 density {log_d[i]:.2f}" for i in range(n)]
+    names = names or {}
     if cluster is not None:
-        text = [f"{t}<br>cluster {int(c)}" for t, c in zip(text, np.asarray(cluster))]
+        text = [f"{t}<br>cluster {int(c)} {esc(names.get(int(c), ''))}" for t, c in zip(text, np.asarray(cluster))]
+    if colour_by == "values" and values is not None:
+        v = np.asarray(values, dtype=float)
+        text = [f"{t}<br>{esc(values_title)} {v[i]:.3g}" for i, t in enumerate(text)]
     if colour_by == "cluster" and cluster is not None:
         marker = dict(
             size=5,
@@ -136,6 +145,13 @@ def feature_map(
             showscale=True,
             colorbar=dict(title="cluster"),
         )
+    elif colour_by == "values" and values is not None:
+        v = np.asarray(values, dtype=float)
+        finite = np.isfinite(v)
+        fill = float(np.nanmin(v)) if finite.any() else 0.0
+        marker = dict(size=5, color=np.where(finite, v, fill), colorscale="Viridis", showscale=True,
+                      colorbar=dict(title=esc(values_title)), line=dict(width=0))  # fmt: skip
+        marker["opacity"] = 1.0
     else:
         marker = dict(size=5, color=log_d, colorscale="Viridis", showscale=True, colorbar=dict(title="log10 density"))
     fig = go.Figure(
@@ -149,6 +165,14 @@ def feature_map(
             hovertemplate="%{text}<extra></extra>",
         )
     )
+    if cluster is not None and names and n:
+        c = np.asarray(cluster)
+        for k, name in names.items():
+            members = c == k
+            if name and members.any():
+                mx, my = np.median(xy[members], axis=0)
+                fig.add_annotation(x=mx, y=my, text=esc(name), showarrow=False, font=dict(size=11),
+                                   bgcolor="rgba(255,255,255,0.6)")  # fmt: skip
     if highlight is not None and 0 <= highlight < n:
         fig.add_trace(
             go.Scattergl(

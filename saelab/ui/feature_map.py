@@ -3,7 +3,7 @@ drawn from them, the latents picked in it, and the table of a multi-point select
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -23,17 +23,31 @@ class FeatureMap:
     xy: np.ndarray
     density: np.ndarray
     cluster: np.ndarray | None
+    statistics: dict[str, np.ndarray] = field(default_factory=dict)  # per-latent values the map can colour by
 
     @classmethod
     def of(cls, store: DashboardStore) -> FeatureMap:
-        """Read from the store's summary arrays (cached by the store; CorruptFileError when unreadable)."""
+        """Read from the store's summary arrays (cached by the store; CorruptFileError when unreadable), and the
+        label set's detection scores when there are labels."""
         summary = store.summary()
         cluster = summary.get("map_cluster")
+        stats = {"max activation": np.asarray(summary["max_act"], dtype=float),
+                 "mean activation": np.asarray(summary["mean_act"], dtype=float)}  # fmt: skip
+        labels = store.labels()
+        if labels is not None:
+            stats["label quality (balanced accuracy)"] = np.array(
+                [np.nan if lab.detection_balanced_accuracy is None else lab.detection_balanced_accuracy
+                 for lab in labels.latents], dtype=float)  # fmt: skip
         return cls(
             xy=np.asarray(summary["map_xy"]),
             density=np.asarray(summary["density"]),
             cluster=None if cluster is None else np.asarray(cluster),
+            statistics=stats,
         )
+
+    @property
+    def colour_options(self) -> list[str]:
+        return ["log density", *(["cluster"] if self.cluster is not None else []), *self.statistics]
 
     @property
     def n_latents(self) -> int:
@@ -44,8 +58,19 @@ class FeatureMap:
         """Latents that never fired on the dashboard tokens."""
         return int((self.density <= 0).sum())
 
-    def figure(self, labels: dict[int, str], *, colour_by: Literal["density", "cluster"] = "density") -> go.Figure:
-        return figures.feature_map(self.xy, self.density, self.cluster, labels, colour_by=colour_by)
+    def cluster_names(self, labels: dict[int, str]) -> dict[int, str]:
+        from saelab.features.projection import cluster_names
+
+        return {} if self.cluster is None or not labels else cluster_names(self.cluster, labels)
+
+    def figure(self, labels: dict[int, str], *, colour_by: str = "log density") -> go.Figure:
+        """The map coloured by one of `colour_options`, clusters named by their members' labels."""
+        names = self.cluster_names(labels)
+        if colour_by in self.statistics:
+            return figures.feature_map(self.xy, self.density, self.cluster, labels, colour_by="values",
+                                       values=self.statistics[colour_by], values_title=colour_by, names=names)  # fmt: skip
+        kind: Literal["density", "cluster"] = "cluster" if colour_by == "cluster" else "density"
+        return figures.feature_map(self.xy, self.density, self.cluster, labels, colour_by=kind, names=names)
 
     def selection_rows(self, latents: list[int], labels: dict[int, str]) -> list[dict[str, object]]:
         """One table row per selected latent: index, label, density."""
