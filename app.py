@@ -16,6 +16,7 @@ pages = [
     st.Page("pages/explorer.py", title="Feature Explorer", icon="🔎", url_path="explorer"),
     st.Page("pages/prompt_view.py", title="Prompt view", icon="📝", url_path="prompt_view"),
     st.Page("pages/feature_map.py", title="Feature map", icon="🗺️", url_path="feature_map"),
+    st.Page("pages/train.py", title="Train an SAE", icon="🏋️", url_path="train"),
     st.Page("pages/compare.py", title="Compare SAEs", icon="⚖️", url_path="compare"),
     st.Page("pages/steering.py", title="Steering", icon="🎛️", url_path="steering"),
 ]

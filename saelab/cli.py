@@ -60,7 +60,7 @@ def cmd_harvest(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from saelab.activations import ActivationStore
-    from saelab.sae.train import TrainConfig, train_sae
+    from saelab.sae.train import TrainConfig, auto_dead_window, train_sae
 
     store = ActivationStore(args.acts)
     hook = args.hook or store.hooks[0]
@@ -68,6 +68,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise SaelabError(f"{args.acts} holds hooks {store.hooks}, not {hook!r}")
     d_in = store.d_in(hook)
     samples = args.samples or int(store.n_tokens * args.epochs)
+    window = args.dead_window or auto_dead_window(samples // args.batch_size)
     cfg = TrainConfig(
         architecture=args.arch,
         d_sae=args.d_sae,
@@ -82,6 +83,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         checkpoint_every_steps=args.checkpoint_every,
         autocast_bf16=args.bf16,
+        dead_feature_window=window,
+        feature_sampling_window=window,
     )
     manifest = store.manifest
     meta = {
@@ -315,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=float, default=1.0)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
+    t.add_argument("--dead-window", type=int, default=None,
+                   help="steps a latent must stay silent to count as dead (and be revived by AuxK); "
+                   "default: min(1000, max(10, steps // 8))")  # fmt: skip
     t.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on CPUs with AVX-512 bf16)")
     t.add_argument("--no-resume", action="store_true", help="discard a checkpoint instead of resuming")
     t.add_argument("--out", help="output folder (default: runs/sae-<hook>-<arch>-<d_sae>)")

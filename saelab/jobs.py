@@ -7,8 +7,10 @@ already waiting and returns its `Job`, which every session can read (state, prog
 `key` names the request: submitting a key that is already queued or running returns that job (dedup).
 
 Cancelling is cooperative: `ctx.progress(...)` and `ctx.check()` raise `JobCancelled` once cancel is asked, so
-any backend function that reports progress stops at its next report. A job holds its result (or its exception,
-without the traceback: the frames would keep the job's tensors alive) and no reference to a session.
+any backend function that reports progress stops at its next report. `ctx.publish(key, value)` shares live
+data (say, a buffer of training curves) in `job.published` for pages to read while the job runs. A job holds
+its result (or its exception, without the traceback: the frames would keep the job's tensors alive) and no
+reference to a session.
 No Streamlit here, no torch: `fn` brings what it needs.
 """
 
@@ -66,6 +68,7 @@ class Job:
     error: BaseException | None = None
     error_message: str = ""  # one line for the user, "" unless failed
     cancel_requested: bool = False
+    published: dict[str, Any] = field(default_factory=dict)  # live data the job shares (`ctx.publish`)
     _fn: Callable[[JobContext], Any] | None = field(default=None, repr=False)
     _queue: JobQueue | None = field(default=None, repr=False)
     _ended: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -102,6 +105,11 @@ class JobContext:
         """Report `done` out of `total` (also the cancel point)."""
         self.check()
         self.job.progress = JobProgress(done, total, message)
+
+    def publish(self, key: str, value: Any) -> None:
+        """Share `value` under `key` in `job.published` while the job runs (e.g. a live, thread-safe curve buffer
+        a page redraws); it stays there after the job ends, like the result."""
+        self.job.published[key] = value
 
     def phase_progress(self, phase: str, done: float, total: float) -> None:
         """`progress` for backends that report `progress(phase, done, total)` (the phase becomes the message)."""

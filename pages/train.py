@@ -1,0 +1,75 @@
+"""Train an SAE: harvest activations, train, evaluate and build dashboards as one job, with live curves."""
+
+import streamlit as st
+
+from saelab.ui.errors import show_error
+from saelab.ui.train import default_name, follow_training, make_request, output_status, start_training, train_choices
+from saelab.ui.train import uses_k as takes_k
+
+st.title("Train an SAE")
+st.caption(
+    "Harvests the model's activations at a hook over the corpus's training split, trains an SAE on them with "
+    "SAE-Lens, evaluates it on held-out text (eval.json) and builds its dashboards and proxy labels, as one job "
+    "on this server's queue (one heavy job at a time; cancel it in the sidebar or below). The SAE is saved in "
+    "the features folder and appears in the SAE picker. A cancelled run resumes when started again."
+)
+try:
+    choices = train_choices()
+except Exception as err:
+    show_error(err)
+    st.stop()
+
+c1, c2, c3 = st.columns(3)
+hook = c1.selectbox("Hook", choices.hooks, index=choices.hooks.index(choices.default_hook), key="train_hook")
+arch = c2.selectbox("Architecture", choices.architectures, index=choices.architectures.index("topk"), key="train_arch")
+d_sae = c3.number_input("Width d_sae", 1, 65_536, 8 * choices.d_model, step=64, key="train_d_sae")
+c1, c2, c3 = st.columns(3)
+if takes_k(arch):
+    k = c1.number_input("k (active latents)", 1, 1024, 32, key="train_k")
+    coefficient = None
+else:
+    k = 32
+    coefficient = c1.number_input("Sparsity coefficient (L1; L0 for jumprelu)", 0.0, 1e4, 5.0, format="%g",
+                                  key="train_coefficient")  # fmt: skip
+n_tokens = c2.number_input(f"Tokens to harvest ({choices.min_tokens:,}–{choices.max_tokens:,})", choices.min_tokens,
+                           choices.max_tokens, choices.default_tokens, step=10_000, key="train_tokens")  # fmt: skip
+lr = c3.number_input("Learning rate", 1e-6, 0.5, 3e-4, format="%g", key="train_lr")
+c1, c2 = st.columns(2)
+seed = c1.number_input("Seed", 0, 2**31 - 1, 0, key="train_seed")
+name = c2.text_input("Output name (a folder in the features folder)", placeholder=default_name(hook, arch, int(d_sae)),
+                     max_chars=64, key="train_name").strip() or default_name(hook, arch, int(d_sae))  # fmt: skip
+with st.expander("Evaluation and dashboards"):
+    e1, e2, e3 = st.columns(3)
+    eval_tokens = e1.number_input("Held-out tokens to evaluate", 128, 262_144, 16_384, step=1024, key="train_eval")
+    dash_tokens = e2.number_input("Dashboard tokens (at most)", 128, 1_048_576, 65_536, step=1024, key="train_dash")
+    label_tokens = e3.number_input(
+        "Held-out tokens to score labels", 128, 262_144, 16_384, step=1024, key="train_label"
+    )
+
+try:
+    request = make_request(
+        name=name, hook=hook, architecture=arch, d_sae=int(d_sae), k=int(k),
+        coefficient=float(coefficient) if coefficient is not None else None, n_tokens=int(n_tokens), lr=float(lr),
+        seed=int(seed), eval_tokens=int(eval_tokens), dashboard_tokens=int(dash_tokens), label_tokens=int(label_tokens),
+    )  # fmt: skip
+    status = output_status(request)
+except Exception as err:
+    show_error(err)
+    request, status = None, None
+if status == "resume":
+    st.caption(f"`{name}` is an unfinished run of these settings: starting resumes it.")
+elif status == "running":
+    st.caption(f"`{name}` with these settings is queued or running (below and in the sidebar).")
+elif status == "done":
+    st.caption(f"`{name}` is trained; change the name or a setting to train another.")
+if (
+    st.button("Start training", type="primary", disabled=request is None or status == "done", key="train_start")
+    and request is not None
+):
+    try:
+        start_training(request)
+    except Exception as err:
+        show_error(err)
+
+st.subheader("Run")
+follow_training()
