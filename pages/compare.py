@@ -5,8 +5,8 @@ import streamlit as st
 
 from saelab.compare.matching import DEFAULT_THRESHOLD
 from saelab.reports.compare import export_bytes, pair_rows, split_rows
-from saelab.reports.compare_figures import best_match_histograms, pareto_scatter
-from saelab.ui.compare import open_in_explorer, run_compare
+from saelab.reports.compare_figures import best_match_histograms, joint_map_figure, pareto_scatter
+from saelab.ui.compare import open_in_explorer, run_compare, run_joint_map
 from saelab.ui.errors import show_error
 from saelab.ui.sae_choice import available_saes, user_sae_path
 
@@ -105,6 +105,22 @@ if pairs:
     if b2.button(f"Open {m.name_b} #{pairs[pick][col_b]}", key="compare_open_b"):
         open_in_explorer(result.paths[k + 1], pairs[pick][col_b])
     st.caption("Opening a latent makes its SAE this session's SAE (the Explorer and the other pages then read it).")
+
+st.subheader("Joint feature map")
+st.caption(
+    "Every compared SAE's decoder directions in one t-SNE (cosine), coloured by SAE: where two SAEs learned the "
+    "same directions the colours interleave. Neighbour mixing = the share of each latent's 10 nearest map "
+    "neighbours from another SAE, ÷ that share under random SAE labels (1: fully mixed, 0: separate regions)."
+)
+if st.toggle("Draw the joint map (t-SNE, about 20–60 s; then cached)", key="compare_joint_map"):
+    try:
+        jm = run_joint_map(result)
+    except Exception as err:
+        show_error(err)
+    else:
+        st.plotly_chart(joint_map_figure(jm, [i.labels for i in result.info]), width="stretch", key="compare_jmap")
+        for note in jm.notes:
+            st.caption(note)
 
 st.subheader("Download")
 files = export_bytes(result)

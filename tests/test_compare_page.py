@@ -49,3 +49,13 @@ def test_compare__typed_folder_that_is_not_an_sae_is_one_line_error(tmp_path, ti
     assert not at.exception
     assert len(at.error) == 1 and "\n" not in at.error[0].value
     assert at.title[0].value == "Compare SAEs"  # the page still renders
+
+
+def test_compare__joint_map_colours_by_sae(tmp_path, tiny_handle, monkeypatch):
+    build_feature_root(tmp_path, tiny_handle.tokenizer)
+    build_tiny_sae(tmp_path / "seed1", seed=1)
+    at = open_page(tiny_app(monkeypatch, tmp_path), PAGE)
+    n_charts = len(at.get("plotly_chart"))
+    at.toggle(key="compare_joint_map").set_value(True).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert len(at.get("plotly_chart")) == n_charts + 1

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
+from saelab.compare.joint_map import JointMap
 from saelab.compare.matching import MatchResult
 from saelab.compare.metrics import MetricsTable
 from saelab.reports.render import plotly_esc
@@ -41,4 +42,24 @@ def pareto_scatter(metrics: MetricsTable) -> go.Figure | None:
     ))  # fmt: skip
     fig.update_layout(height=360, margin={"t": 50, "b": 40}, title="Sparsity vs fidelity (up and left is better)",
                       xaxis_title="L0 (mean active latents per token)", yaxis_title="CE-loss score (zero ablation)")  # fmt: skip
+    return fig
+
+
+def joint_map_figure(jm: JointMap, labels: list[list[str] | None] | None = None) -> go.Figure:
+    """The joint feature map: one colour per SAE; hover shows the SAE, the latent and its label when known."""
+    fig = go.Figure()
+    for s, name in enumerate(jm.names):
+        sel = np.flatnonzero(jm.sae == s)
+        lab = labels[s] if labels and s < len(labels) else None
+        text = [plotly_esc(f"{name} #{int(i)}" + (f": {lab[int(i)]}" if lab and int(i) < len(lab) else ""))
+                for i in jm.latent[sel]]  # fmt: skip
+        fig.add_trace(go.Scattergl(
+            x=jm.xy[sel, 0], y=jm.xy[sel, 1], mode="markers", name=plotly_esc(f"{name} ({len(sel):,})"),
+            text=text, hovertemplate="%{text}<extra></extra>", marker={"size": 4, "opacity": 0.7},
+        ))  # fmt: skip
+    fig.update_layout(height=560, margin={"t": 50, "b": 20}, legend_title_text="SAE",
+                      title=f"Decoder directions of {len(jm.names)} SAEs, one t-SNE (cosine); neighbour mixing "
+                            f"{jm.mixing:.2f}")  # fmt: skip
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
     return fig

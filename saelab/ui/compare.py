@@ -15,6 +15,7 @@ from saelab.ui.loader import get_model
 from saelab.ui.model_choice import current_model_spec
 
 if TYPE_CHECKING:
+    from saelab.compare.joint_map import JointMap
     from saelab.compare.run import CompareResult
 
 
@@ -48,10 +49,27 @@ def run_compare(paths: list[str], threshold: float) -> CompareResult:
         return _compare(tuple(str(p) for p in paths), round(float(threshold), 4), spec, stamps, handle)
 
 
+@st.cache_data(show_spinner=False, max_entries=4)
+def _joint_map(paths: tuple[str, ...], names: tuple[str, ...], stamps: tuple, _handle) -> JointMap:
+    from saelab.compare.joint_map import joint_map
+    from saelab.sae.files import load_sae
+
+    decoders = [load_sae(p, handle=_handle).sae.W_dec.detach().float().cpu().numpy() for p in paths]
+    return joint_map(decoders, list(names))
+
+
+def run_joint_map(result: CompareResult) -> JointMap:
+    """The joint feature map of the compared SAEs (one t-SNE over a subset of each; cached like the comparison)."""
+    handle = get_model(current_model_spec())
+    stamps = tuple(_stamp(p) for p in result.paths)
+    with st.spinner(f"Laying out {len(result.paths)} SAEs' decoder directions together (t-SNE, about 20-60 s)…"):
+        return _joint_map(tuple(result.paths), tuple(result.names), stamps, handle)
+
+
 def open_in_explorer(sae_path: str, latent: int) -> None:
     """Make `sae_path` the session's SAE and open its latent in the Feature Explorer."""
     st.session_state["sae_path"] = str(sae_path)
     st.switch_page("pages/explorer.py", query_params={"latent": str(int(latent))})
 
 
-__all__ = ["open_in_explorer", "run_compare"]
+__all__ = ["open_in_explorer", "run_compare", "run_joint_map"]
