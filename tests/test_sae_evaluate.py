@@ -125,6 +125,24 @@ def test_evaluate__without_skip_splices_every_position(tiny_handle):
     assert r.ce_loss_score_zero == pytest.approx(1.0, abs=1e-6)
 
 
+def test_evaluate__separators_are_left_out_and_never_replaced(tiny_handle):
+    """Separator tokens are sinks like position 0: not counted, not spliced (a zero SAE there changes no loss)."""
+    from saelab.corpus import separator_id
+
+    sep = separator_id(tiny_handle.tokenizer)
+    tokens = _tokens(n_seq=4)
+    tokens[:, 5] = sep
+    tokens[1, 9] = sep
+    r = evaluate_sae(tiny_handle, _sae("zero"), HOOK, tokens)
+    assert r.skip_separator and r.separator_id == sep
+    assert r.n_tokens == 4 * 31 - 5  # position 0 and the five separators left out
+    both = evaluate_sae(tiny_handle, _sae("zero"), HOOK, tokens, skip_separator=False)
+    assert both.n_tokens == 4 * 31 and not both.skip_separator
+    assert r.ce_sae != both.ce_sae  # zeroing the separators' activations too changes the loss
+    old = SaeEval.from_dict({k: v for k, v in r.to_dict().items() if k not in ("skip_separator", "separator_id")})
+    assert old.skip_separator is False  # files written before this field read as "separators were evaluated"
+
+
 def test_evaluate__zero_denominator_gives_none_with_note(tiny_handle, tmp_path):
     # seq_len 2 with position 0 skipped: the only prediction (from position 0) never sees a patch,
     # so every CE is equal and every KL is 0 → the scores are undefined, not NaN.

@@ -13,6 +13,10 @@ Passes, all through `saelab.hooks` (nothing here touches `model.hooks` directly)
 Trap: position 0 of every row is the attention sink, whose residual norm is tens of times larger than any
 other token's. With `skip_first_position` it is left out of the reconstruction metrics and is never replaced
 (neither by the SAE nor by the ablations), as SAEBench does for BOS; otherwise it dominates MSE and EV.
+Every `<|endoftext|>` separator inside a row is the same kind of sink (norm ~1e4, ~1 % of corpus tokens); with
+`skip_separator` (default) those positions are treated like position 0: left out of every reconstruction and
+density metric and never replaced, as SAE-Lens's `exclude_special_tokens` does in training. CE and KL are
+still scored at every predicted position (the sinks' own activations are clean there).
 """
 
 from __future__ import annotations
@@ -73,7 +77,8 @@ class SaeEval:
     """The result of `evaluate_sae`. A metric is None when undefined (a zero denominator); `notes` says why.
 
     Settings: `hook`, `model`, `d_in`, `d_sae`, `n_seq` × `seq_len` token rows, `batch_size`,
-    `skip_first_position` (position 0 excluded from reconstruction metrics and never spliced or ablated).
+    `skip_first_position` (position 0 excluded from reconstruction metrics and never spliced or ablated),
+    `skip_separator` / `separator_id` (separator tokens excluded the same way).
     `n_tokens` evaluated tokens (reconstruction, density); `n_predicted` positions scored for CE and KL.
     Formulas for every metric are in `formulas` (a copy of `FORMULAS`).
     """
@@ -117,6 +122,8 @@ class SaeEval:
     formulas: dict[str, str] = field(default_factory=lambda: dict(FORMULAS))
     notes: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
+    skip_separator: bool = False  # separator tokens left out like position 0 (False in files written before)
+    separator_id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -172,12 +179,13 @@ def _check_inputs(handle: ModelHandle, sae, hook: str, tokens: torch.Tensor, bat
     return tokens.long().to(handle.cfg.device)
 
 
-def _patch_hook(start: int, replace: Callable[[torch.Tensor], torch.Tensor]):
-    """A hook that replaces positions start.. of the activation with `replace(act[:, start:])`."""
+def _patch_hook(keep: torch.Tensor, replace: Callable[[torch.Tensor], torch.Tensor]):
+    """A hook that replaces the positions where `keep` [B, L] is True with `replace(act)` there."""
 
     def hook_fn(act: torch.Tensor, hook) -> torch.Tensor:
         out = act.clone()
-        out[:, start:] = replace(act[:, start:]).to(device=act.device, dtype=act.dtype)
+        mask = keep.to(act.device)
+        out[mask] = replace(act)[mask].to(device=act.device, dtype=act.dtype)
         return out
 
     return hook_fn
@@ -257,17 +265,20 @@ def evaluate_sae(
     *,
     batch_size: int = 16,
     skip_first_position: bool = True,
+    skip_separator: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> SaeEval:
     """Evaluate `sae` (an SAE-Lens `SAE`) at `hook` on held-out `tokens` [n_seq, seq_len] (int ids).
 
-    The SAE is spliced in at positions 1.. of every row (0.. without `skip_first_position`); ablations
-    replace exactly the same positions. `progress(done, total)` is called after every forward pass
+    The SAE is spliced in at positions 1.. of every row (0.. without `skip_first_position`), except at
+    separator tokens (with `skip_separator`); ablations replace exactly the same positions. `progress(done, total)` is called after every forward pass
     (total = 5 × number of batches). Raises BadInputError (hook, tokens) or IncompatibleSAEError (width).
     """
     t0 = time.perf_counter()
     tokens = _check_inputs(handle, sae, hook, tokens, batch_size)
-    start = 1 if skip_first_position else 0
+    from saelab.corpus import separator_id, sink_mask
+
+    sep = separator_id(handle.tokenizer) if skip_separator else None
     n_seq, seq_len = tokens.shape
     batches = tokens.split(batch_size)
     total, done = 5 * len(batches), 0
@@ -285,13 +296,16 @@ def evaluate_sae(
     with torch.inference_mode():
         # Pass 1: mean activation over evaluated tokens (the forward stops after the hook's layer).
         act_sum, n_eval, act_shape = None, 0, None
-        for batch in batches:
-            act = cache_activations(handle, batch, [hook])[hook][:, start:]
+        keeps = [sink_mask(batch, sep, first=skip_first_position) for batch in batches]
+        for batch, keep in zip(batches, keeps, strict=True):
+            act = cache_activations(handle, batch, [hook])[hook]
             act_shape = act.shape[2:]
-            x = act.reshape(-1, act_shape.numel()).double().cpu()
+            x = act[keep.to(act.device)].reshape(-1, act_shape.numel()).double().cpu()
             act_sum = x.sum(0) if act_sum is None else act_sum + x.sum(0)
             n_eval += x.shape[0]
             tick()
+        if n_eval == 0:
+            raise BadInputError("Every evaluation token is position 0 or a separator: nothing to evaluate.")
         mean = act_sum / n_eval
         mean_act = mean.reshape(act_shape)
 
@@ -313,12 +327,12 @@ def evaluate_sae(
             "zero": torch.zeros_like,
             "mean": lambda a: mean_act.to(device=a.device, dtype=a.dtype).expand_as(a),
         }
-        for batch in batches:
+        for batch, keep in zip(batches, keeps, strict=True):
             lp_clean = _log_probs(run_with_hooks(handle, batch, [], return_type="logits"))
             ce["clean"] += _ce_sum(lp_clean, batch)
             tick()
             for kind, replace in replacements.items():
-                logits = run_with_hooks(handle, batch, [(hook, _patch_hook(start, replace))], return_type="logits")
+                logits = run_with_hooks(handle, batch, [(hook, _patch_hook(keep, replace))], return_type="logits")
                 lp = _log_probs(logits)
                 del logits
                 ce[kind] += _ce_sum(lp, batch)
@@ -326,10 +340,11 @@ def evaluate_sae(
                 del lp
                 tick()
             n_pred += batch.shape[0] * (seq_len - 1)
+            where = keep.to(captured["x"].device)
             sums.add(
-                captured["x"].reshape(-1, d),
-                captured["f"].reshape(-1, int(sae.cfg.d_sae)),
-                captured["x_hat"].reshape(-1, d),
+                captured["x"][where].reshape(-1, d),
+                captured["f"][where].reshape(-1, int(sae.cfg.d_sae)),
+                captured["x_hat"][where].reshape(-1, d),
             )
 
     n = sums.n
@@ -378,6 +393,8 @@ def evaluate_sae(
         density_hist_edges=edges,
         density_hist_counts=counts,
         notes=notes,
+        skip_separator=sep is not None,
+        separator_id=sep,
     )
     _drop_non_finite(result)
     result.elapsed_s = round(time.perf_counter() - t0, 3)
