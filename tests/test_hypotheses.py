@@ -69,6 +69,21 @@ def test_validate__logit_with_one_indicator_is_the_log_odds_ratio_with_woolf_se(
     assert v.auc == pytest.approx(auc_score(y, h.astype(float)))
 
 
+def test_validate__statsmodels_fit_agrees_with_the_numpy_formulas():
+    """The regressions run through statsmodels; the numpy fallback (used only with a ridge) agrees with it."""
+    from saelab.hypotheses.validate import _logit, _logit_numpy, _ols, _ols_numpy
+
+    rng = np.random.default_rng(3)
+    H = rng.random((300, 4)) < 0.4
+    X = np.column_stack([np.ones(300), H.astype(float)])
+    y = H @ np.array([1.0, -0.5, 0.0, 0.3]) + rng.normal(size=300)
+    (b1, sp1, r1), (b2, sp2, r2) = _ols(X, y, []), _ols_numpy(X, y, [])
+    assert np.allclose(b1, b2, atol=1e-9) and np.allclose(sp1, sp2, atol=1e-9) and r1 == pytest.approx(r2)
+    yb = (rng.random(300) < 1 / (1 + np.exp(-(H @ np.array([1.0, -1.0, 0.0, 0.5]) - 0.3)))).astype(float)
+    (b1, sp1, m1), (b2, sp2, m2) = _logit(X, yb, []), _logit_numpy(X, yb, [])
+    assert np.allclose(b1, b2, atol=1e-6) and np.allclose(sp1, sp2, atol=1e-6) and np.allclose(m1, m2, atol=1e-6)
+
+
 def test_validate__bonferroni_threshold_decides_significance():
     rng = np.random.default_rng(3)
     n = 400

@@ -1,9 +1,9 @@
 """Held-out validation of hypotheses: one regression of the target on all hypothesis indicators.
 
-HypotheSAEs step 5, with statsmodels' formulas written out in numpy/scipy (no new dependency):
+HypotheSAEs step 5, fitted with statsmodels as HypotheSAEs does (`sm.OLS`, `sm.Logit`):
   * numeric target → OLS  y = b0 + Σ_j b_j h_j + e;  Var(b) = s² (XᵀX)⁻¹, s² = RSS / (n − p);
     t = b / se, two-sided p from Student's t with n − p degrees of freedom; R² = 1 − RSS / TSS.
-  * binary target → Logit  P(y=1) = σ(b0 + Σ_j b_j h_j), fitted by Newton–Raphson; Var(b) = (XᵀWX)⁻¹ with
+  * binary target → Logit  P(y=1) = σ(b0 + Σ_j b_j h_j), maximum likelihood (Newton); Var(b) = (XᵀWX)⁻¹ with
     W = diag(p(1−p)) (the inverse Hessian); z = b / se, two-sided normal p (Wald); AUC of the fitted
     probabilities (Mann–Whitney, ties counted ½).
   * significant ⇔ p < 0.1 / m (Bonferroni over the m hypotheses tested).
@@ -13,7 +13,9 @@ Traps handled and said in `notes`: indicators constant on the held-out texts, an
 indicator, are left out of the regression (their p-value is undefined); linearly dependent indicators (e.g.
 one is the union of two disjoint others) make XᵀX singular, and perfect separation
 sends Logit coefficients to infinity — both get a tiny ridge (1e-6 · n on the Hessian diagonal, intercept
-excluded) so the fit is defined, and the note says the p-values of those columns are unreliable.
+excluded) so the fit is defined, and the note says the p-values of those columns are unreliable. statsmodels
+has no ridge with standard errors, so only those two cases are fitted by the numpy code below (the same
+formulas; `tests/test_hypotheses.py` checks it against statsmodels where both apply).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ ALPHA_FAMILY = 0.1  # family-wise level of the Bonferroni test (the paper's 0.1)
 
 FORMULAS = {
     "ols": "OLS y = b0 + Σ b_j·h_j; se from s²(XᵀX)⁻¹, s² = RSS/(n−p); p two-sided Student t(n−p)",
-    "logit": "Logit P(y=1) = σ(b0 + Σ b_j·h_j) by Newton–Raphson; se from the inverse Hessian (XᵀWX)⁻¹; "
+    "logit": "Logit P(y=1) = σ(b0 + Σ b_j·h_j), maximum likelihood (statsmodels); se from the inverse Hessian "
+    "(XᵀWX)⁻¹; "
     "p two-sided Wald z",
     "significant": "p < 0.1 / m (Bonferroni, m = hypotheses tested)",
     "r2": "R² = 1 − RSS/TSS of the OLS fit on the held-out texts",
@@ -109,6 +112,19 @@ def _ridge_needed(XtX: np.ndarray) -> bool:
 def _ols(X: np.ndarray, y: np.ndarray, notes: list[str]) -> tuple[np.ndarray, np.ndarray, float]:
     n, p = X.shape
     XtX = X.T @ X
+    if not _ridge_needed(XtX) and n > p:
+        import statsmodels.api as sm
+
+        fit = sm.OLS(y, X).fit()
+        r2 = float(fit.rsquared) if float(((y - y.mean()) ** 2).sum()) > 0 else float("nan")
+        return np.asarray(fit.params), np.column_stack([fit.bse, fit.pvalues]), r2
+    return _ols_numpy(X, y, notes)
+
+
+def _ols_numpy(X: np.ndarray, y: np.ndarray, notes: list[str]) -> tuple[np.ndarray, np.ndarray, float]:
+    """OLS by the normal equations, with the ridge when XᵀX is singular (see the module docstring)."""
+    n, p = X.shape
+    XtX = X.T @ X
     if _ridge_needed(XtX):
         notes.append(
             "Some hypotheses are linearly dependent on the held-out texts, so XᵀX is singular; a ridge of "
@@ -129,6 +145,26 @@ def _ols(X: np.ndarray, y: np.ndarray, notes: list[str]) -> tuple[np.ndarray, np
 
 
 def _logit(X: np.ndarray, y: np.ndarray, notes: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """statsmodels' Logit; on perfect separation, non-convergence or a singular Hessian, the ridge fit below."""
+    import warnings
+
+    import statsmodels.api as sm
+
+    if not _ridge_needed(X.T @ X):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # perfect separation and non-convergence only warn
+                fit = sm.Logit(y, X).fit(method="newton", maxiter=100, disp=0)
+            beta = np.asarray(fit.params)
+            if fit.mle_retvals.get("converged", False) and np.max(np.abs(beta[1:]), initial=0.0) <= 15:
+                return beta, np.column_stack([fit.bse, fit.pvalues]), np.asarray(fit.predict(X))
+        except Exception:  # statsmodels raises or warns on separation; fall through to the ridge fit
+            pass
+    return _logit_numpy(X, y, notes)
+
+
+def _logit_numpy(X: np.ndarray, y: np.ndarray, notes: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Newton–Raphson Logit with a tiny ridge on separation (see the module docstring)."""
     n, p = X.shape
     penalty = np.zeros(p)
     beta = np.zeros(p)
