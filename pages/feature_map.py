@@ -14,6 +14,8 @@ st.caption(
 )
 ctx = open_features()
 store, labels = ctx.store, ctx.labels
+if ctx.labels_caption:
+    st.caption(ctx.labels_caption + " Cluster names are the words most frequent among their members' labels.")
 try:
     fmap = FeatureMap.of(store)
 except Exception as err:
@@ -32,7 +34,11 @@ event = st.plotly_chart(
 st.caption(f"{n:,} latents · {fmap.n_dead:,} never fired on the dashboard tokens (shown at the density floor).")
 if store.meta.get("formulas", {}).get("projection"):
     keep = store.meta.get("map_neighbourhood_keep_at_10")
-    kept = f" It keeps {keep:.0%} of each latent's 10 nearest decoder neighbours among its 10 nearest points." if keep else ""
+    kept = (
+        f" It keeps {keep:.0%} of each latent's 10 nearest decoder neighbours among its 10 nearest points."
+        if keep
+        else ""
+    )
     st.caption(f"Layout: {store.meta['formulas']['projection']}.{kept}")
 
 picked = picked_latents(event)

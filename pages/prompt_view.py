@@ -21,6 +21,8 @@ ctx = open_features(need_dashboards=False)
 labels = ctx.labels
 if ctx.store is None:
     st.caption("No dashboards for this SAE yet, so latents are shown without labels.")
+elif ctx.labels_caption:
+    st.caption(ctx.labels_caption)
 
 with st.form("prompt_form"):
     text = st.text_area(

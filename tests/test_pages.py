@@ -88,6 +88,7 @@ def test_prompt_view__typed_sentence_renders_table_heatmap_and_links(app):
     html = page_html(at)
     assert 'href="explorer?latent=' in html
     assert "<script" not in html.lower()
+    assert any("PROXY labels" in c.value for c in at.caption), "the labels say they are proxies"
 
 
 def test_prompt_view__long_text_is_capped_and_says_so(app):
@@ -121,6 +122,7 @@ def test_feature_map__one_point_per_latent(app):
     at = open_page(app, "pages/feature_map.py")
     chart = at.get("plotly_chart")[0]
     assert "scattergl" in chart.proto.spec
+    assert any("PROXY labels" in c.value for c in at.caption)
 
 
 def test_steering__opened_from_the_explorer_preselects_the_latent(app):

@@ -106,7 +106,10 @@ def cmd_detox(args: argparse.Namespace) -> int:
     out = Path(args.out)
     result.save(out)
     print(f"Toxicity latents (ranked by AUROC, offensive vs clean): {[r['latent'] for r in result.latents]}")
-    print(f"Toxicity classifier held-out AUROC {result.classifier['heldout_auroc']:.3f}")
+    print(
+        f"Toxicity: a PROXY classifier (TF-IDF + logistic regression, not a human or LLM rater), held-out AUROC "
+        f"{result.classifier['heldout_auroc']:.3f}"
+    )
     for row in result.rows:
         print(
             f"  {row['condition']:9s} factor {row['factor']:+.2f}  toxicity {row['toxicity']:.3f} "

@@ -27,6 +27,17 @@ class FeatureContext:
     loaded: LoadedSAE
     store: DashboardStore | None
     labels: dict[int, str]
+    proxy_labels: bool = False  # the labels are the offline PROXY labels, not an LLM's explanations
+
+    @property
+    def labels_caption(self) -> str:
+        """One line saying what the labels shown beside latents are ("" when there are none)."""
+        if not self.labels:
+            return ""
+        if self.proxy_labels:
+            return ("Labels are offline PROXY labels (a token rule from each latent's top contexts, scored by "
+                    "detection on held-out text), not an LLM judge's explanations.")  # fmt: skip
+        return "Labels are LLM explanations (see each latent's dashboard for their detection score)."
 
 
 def open_features(*, need_dashboards: bool = True) -> FeatureContext:
@@ -48,11 +59,13 @@ def open_features(*, need_dashboards: bool = True) -> FeatureContext:
         show_error(err)
         st.stop()
     st.sidebar.caption(f"SAE: `{path}` · hook `{loaded.hook}` · {int(loaded.sae.cfg.d_sae):,} latents")
-    store, labels = None, {}
+    store, labels, proxy = None, {}, False
     try:
         if dashboards_exist(path):
             store = get_dashboards(path)
             labels = label_map(store)
+            label_set = store.labels() if labels else None
+            proxy = bool(label_set is not None and label_set.proxy)
     except Exception as err:
         show_error(err)
         if need_dashboards:
@@ -61,7 +74,8 @@ def open_features(*, need_dashboards: bool = True) -> FeatureContext:
     if store is None and need_dashboards:
         offer_dashboard_build(path)
         st.stop()
-    return FeatureContext(sae_path=str(path), handle=handle, loaded=loaded, store=store, labels=labels)
+    return FeatureContext(sae_path=str(path), handle=handle, loaded=loaded, store=store, labels=labels,
+                          proxy_labels=proxy)  # fmt: skip
 
 
 __all__ = ["FeatureContext", "open_features"]
