@@ -181,10 +181,14 @@ def test_browser__train_page_draws_growing_curves_and_the_sae_reaches_the_picker
                 page.get_by_role("button", name="Start training").click()
                 page.wait_for_function(f"() => ({n_points})() > 0", timeout=180_000)
                 first = page.evaluate(n_points)
-                page.wait_for_function(f"() => ({n_points})() > {first} || document.body.innerText.includes('Trained ')",
-                                       timeout=180_000)  # fmt: skip
-                second = page.evaluate(n_points)
-                assert second > first, f"the curves did not grow between two looks ({first} → {second} points)"
+                # A rerun remounts the chart (its key carries the point count), so one look can catch it empty:
+                # poll until it holds more points than the first look; the finished page draws all 97 steps.
+                try:
+                    page.wait_for_function(f"() => ({n_points})() > {first} || ({first} >= 97 && "
+                                           "document.body.innerText.includes('Trained '))", timeout=240_000)  # fmt: skip
+                except Exception:
+                    raise AssertionError(f"the curves did not grow past {first} points: "
+                                         f"{page.evaluate(n_points)} now") from None  # fmt: skip
                 page.get_by_text("Trained ").first.wait_for(timeout=240_000)
                 time.sleep(0.5)
                 page.goto(url, wait_until="domcontentloaded")
