@@ -3,7 +3,18 @@
 import streamlit as st
 
 from saelab.ui.errors import show_error
-from saelab.ui.train import default_name, follow_training, make_request, output_status, start_training, train_choices
+from saelab.ui.train import (
+    default_name,
+    follow_training,
+    make_request,
+    make_sweep,
+    output_status,
+    start_sweep,
+    start_training,
+    sweep_options,
+    sweep_states,
+    train_choices,
+)
 from saelab.ui.train import uses_k as takes_k
 
 st.title("Train an SAE")
@@ -46,30 +57,55 @@ with st.expander("Evaluation and dashboards"):
         "Held-out tokens to score labels", 128, 262_144, 16_384, step=1024, key="train_label"
     )
 
+sweep_mode = st.toggle("Sweep: train a small grid of SAEs, one after another, from one harvest", key="train_sweep")
+grid: dict[str, list] = {}
+if sweep_mode:
+    options = sweep_options(choices.d_model, arch)
+    s1, s2 = st.columns(2)
+    axis = "k" if takes_k(arch) else "coefficient"
+    default_axis = [v for v in (16, 32, 64, 128) if v in options[axis]] if axis == "k" else options[axis][1:4]
+    grid[axis] = s1.multiselect("k values" if axis == "k" else "Sparsity coefficients", options[axis],
+                                default=default_axis, key=f"train_sweep_{axis}")  # fmt: skip
+    width_options = sorted({*options["d_sae"], int(d_sae)})
+    grid["d_sae"] = s2.multiselect("Widths d_sae", width_options, default=[int(d_sae)], key="train_sweep_d_sae")
+
 try:
     request = make_request(
         name=name, hook=hook, architecture=arch, d_sae=int(d_sae), k=int(k),
         coefficient=float(coefficient) if coefficient is not None else None, n_tokens=int(n_tokens), lr=float(lr),
         seed=int(seed), eval_tokens=int(eval_tokens), dashboard_tokens=int(dash_tokens), label_tokens=int(label_tokens),
     )  # fmt: skip
-    status = output_status(request)
+    sweep = make_sweep(request, grid) if sweep_mode else None
+    status = sweep_states(sweep) if sweep is not None else output_status(request)
 except Exception as err:
     show_error(err)
-    request, status = None, None
-if status == "resume":
-    st.caption(f"`{name}` is an unfinished run of these settings: starting resumes it.")
-elif status == "running":
-    st.caption(f"`{name}` with these settings is queued or running (below and in the sidebar).")
-elif status == "done":
-    st.caption(f"`{name}` is trained; change the name or a setting to train another.")
-if (
-    st.button("Start training", type="primary", disabled=request is None or status == "done", key="train_start")
-    and request is not None
-):
-    try:
-        start_training(request)
-    except Exception as err:
-        show_error(err)
+    request, sweep, status = None, None, None
+if isinstance(status, dict):  # a sweep: each run's state
+    n_done = sum(v == "done" for v in status.values())
+    st.caption(f"{len(status)} runs: {', '.join(f'`{r}`' for r in status)}"
+               + (f" ({n_done} already trained: skipped)" if n_done else "")
+               + ". Each appears in the SAE picker and on the Compare page's Pareto plot.")  # fmt: skip
+    if st.button(f"Start sweep ({len(status)} runs)", type="primary", disabled=n_done == len(status),
+                 key="train_sweep_start") and sweep is not None:  # fmt: skip
+        try:
+            start_sweep(sweep)
+        except Exception as err:
+            show_error(err)
+else:
+    if status == "resume":
+        st.caption(f"`{name}` is an unfinished run of these settings: starting resumes it.")
+    elif status == "running":
+        st.caption(f"`{name}` with these settings is queued or running (below and in the sidebar).")
+    elif status == "done":
+        st.caption(f"`{name}` is trained; change the name or a setting to train another.")
+    if (
+        st.button("Start training", type="primary", disabled=request is None or status == "done", key="train_start")
+        and request is not None
+    ):
+        try:
+            start_training(request)
+        except Exception as err:
+            show_error(err)
 
 st.subheader("Run")
 follow_training()

@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "saelab.circuits.cli",
     "saelab.hypotheses.cli",
     "saelab.compare.cli",
+    "saelab.features.sweep_cli",
 )
 
 

@@ -22,3 +22,27 @@ def terminal_bar(desc: str, unit: str = "step") -> Iterator[Callable[[int, int],
         yield progress
     finally:
         bar.close()
+
+
+@contextmanager
+def phase_bars() -> Iterator[Callable[[str, float, float], None]]:
+    """Yield a `progress(phase, done, total)` callback: one tqdm bar per phase on stderr, closed when it changes."""
+    from tqdm.auto import tqdm
+
+    state: dict = {"phase": None, "bar": None}
+
+    def progress(phase: str, done: float, total: float) -> None:
+        if phase != state["phase"]:
+            if state["bar"] is not None:
+                state["bar"].close()
+            state["phase"], state["bar"] = phase, tqdm(desc=phase, total=total)
+        bar = state["bar"]
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        yield progress
+    finally:
+        if state["bar"] is not None:
+            state["bar"].close()

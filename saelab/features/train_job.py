@@ -177,6 +177,12 @@ def check_output(root: str | Path, request: TrainRequest) -> str:
     return "new"
 
 
+def finished(root: str | Path, request: TrainRequest) -> bool:
+    """True when run `request.name` under `root` finished with exactly these settings."""
+    saved = _read_request(run_paths(root, request.name)[1])
+    return saved is not None and bool(saved.get("done")) and saved.get("request") == request.to_dict()
+
+
 def _read_request(work: Path) -> dict[str, Any] | None:
     try:
         data = read_json(work / REQUEST_FILE)
@@ -255,8 +261,12 @@ def run_training(
     root: str | Path,
     progress: Progress,
     curves: CurveBuffer | None = None,
+    acts: Path | None = None,
 ) -> Path:
     """Harvest, train, evaluate and build dashboards + labels for `request`; returns the SAE folder.
+
+    `acts`: a harvest folder shared with other runs of the same hook, tokens and seed (a sweep): it is reused
+    when complete and kept at the end; by default the run harvests into its own work folder and deletes it.
 
     `progress(phase, done, total)` names the stage ("harvest", "train", "evaluate", then the dashboard build's
     own phases and "labels"); an exception it raises stops the run where it is, resumable.
@@ -275,7 +285,7 @@ def run_training(
     out, work = run_paths(root, request.name)
     work.mkdir(parents=True, exist_ok=True)
     write_json(work / REQUEST_FILE, {"request": request.to_dict(), "model": handle.name, "done": False})
-    acts = work / "acts"
+    shared, acts = acts is not None, acts if acts is not None else work / "acts"
     seq = request.seq_len
     cfg = request.train_config()
     curves = curves if curves is not None else CurveBuffer(request.d_sae)
@@ -351,7 +361,8 @@ def run_training(
             )
 
     write_json(work / REQUEST_FILE, {"request": request.to_dict(), "model": handle.name, "done": True})
-    shutil.rmtree(acts, ignore_errors=True)  # the harvest is only needed to resume training
+    if not shared:
+        shutil.rmtree(acts, ignore_errors=True)  # the harvest is only needed to resume training
     return out
 
 
@@ -377,6 +388,7 @@ __all__ = [
     "architectures",
     "check_output",
     "default_hook",
+    "finished",
     "hook_choices",
     "run_paths",
     "run_training",

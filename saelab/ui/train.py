@@ -23,6 +23,7 @@ from saelab.ui.loader import get_model
 from saelab.ui.model_choice import current_model_spec
 
 if TYPE_CHECKING:
+    from saelab.features.sweep import SweepRequest
     from saelab.features.train_job import TrainRequest
 
 TRAIN_JOB = "train"
@@ -106,6 +107,66 @@ def start_training(request: TrainRequest) -> Job:
     return job
 
 
+def make_sweep(base: TrainRequest, grid: dict[str, list]) -> SweepRequest:
+    """A checked `SweepRequest` over `grid` ({setting: [values]}; BadInputError naming what is wrong)."""
+    from saelab.features.sweep import SweepRequest
+
+    return SweepRequest(base, {axis: list(values) for axis, values in grid.items()})
+
+
+def sweep_options(d_model: int, architecture: str) -> dict[str, list]:
+    """The values the sweep form offers per setting: k or the sparsity coefficient, and widths."""
+    sparsity = [8, 16, 32, 64, 128, 256] if uses_k(architecture) else [0.3, 1.0, 3.0, 10.0, 30.0]
+    return {"k" if uses_k(architecture) else "coefficient": sparsity, "d_sae": [d_model * m for m in (2, 4, 8, 16, 32)]}
+
+
+def sweep_states(sweep: SweepRequest) -> dict[str, str]:
+    """Each run's state: "new", "resume" or "done"; BadInputError when a run's name is taken by something else."""
+    from saelab.features.sweep import check_sweep
+
+    return check_sweep(features_root(), sweep)
+
+
+def start_sweep(sweep: SweepRequest) -> Job:
+    """Queue the sweep (one job training its runs in turn) or join the identical one; remember it in this session."""
+    from saelab.features.sweep import sweep_job
+
+    handle = get_model(current_model_spec())
+    job = default_queue().find(TRAIN_JOB, sweep.key)
+    if job is None or not job.active:
+        sweep_states(sweep)
+        runs = len(sweep.runs())
+        job = default_queue().submit(
+            TRAIN_JOB, sweep.key, f"Sweep {sweep.base.name} ({runs} runs)", sweep_job(handle, sweep, features_root())
+        )
+    st.session_state[SLOT] = job.id
+    return job
+
+
+def _sweep_line(job: Job) -> None:
+    status = job.published.get("sweep")
+    if status is None:
+        return
+    n = len(status.runs)
+    now = f"training run {status.current + 1} of {n}: `{status.runs[status.current]}`" if job.active else f"{n} runs"
+    done = f" · finished: {', '.join(f'`{r}`' for r in status.finished)}" if status.finished else ""
+    st.caption(f"Sweep: {now}{done}.")
+
+
+def _sweep_outcome(job: Job) -> None:
+    from saelab.compare.metrics import read_metrics
+    from saelab.reports.compare_figures import pareto_scatter
+
+    outs = [Path(p) for p in job.result]
+    table = read_metrics(outs, [p.name for p in outs])
+    st.success(f"Sweep done: {len(outs)} SAEs trained, evaluated, with dashboards and proxy labels. They are in "
+               "the SAE picker; the Compare page matches their features.")  # fmt: skip
+    st.dataframe(table.table_rows(), hide_index=True)
+    fig = pareto_scatter(table)
+    if fig is not None:
+        st.plotly_chart(fig, width="stretch", key=f"sweep_pareto_{job.id}")
+
+
 def session_training_job() -> Job | None:
     job_id = st.session_state.get(SLOT)
     return default_queue().get(job_id) if job_id is not None else None
@@ -114,7 +175,7 @@ def session_training_job() -> Job | None:
 def _eta(job: Job) -> str:
     curves = job.published.get("curves")
     p = job.progress
-    if p.message != "train" or curves is None:
+    if not p.message.endswith("train") or curves is None:
         return ""
     eta = curves.eta_s()
     if eta is None:
@@ -139,7 +200,7 @@ def _draw_curves(job: Job) -> None:
         return
     st.plotly_chart(training_curves(snap), width="stretch", key=f"train_curves_{job.id}_{len(snap['step'])}")
     st.caption(f"{len(snap['step']):,} points (downsampled to at most 2,000). {EV_FORMULA}. Dead fraction: latents "
-               "that have not fired for SAE-Lens's dead-feature window (1,000 steps), over d_sae.")  # fmt: skip
+               "that have not fired for the run's dead-feature window (min(1,000, steps / 8) steps), over d_sae.")  # fmt: skip
 
 
 def _live(job_id: int) -> None:
@@ -148,6 +209,7 @@ def _live(job_id: int) -> None:
         st.rerun()  # it ended: the whole page draws the outcome
     elapsed = f" · {time.time() - job.started:,.0f} s" if job.started else ""
     st.progress(job.progress.fraction, text=f"**{job.title}** · {status_line(job)}{elapsed}{_eta(job)}")
+    _sweep_line(job)
     st.button("Cancel", key=f"train_cancel_{job.id}", on_click=_cancel, args=(job.id,),
               disabled=job.cancel_requested, help="Stops at the next step; starting the same run again resumes it.")  # fmt: skip
     _draw_curves(job)
@@ -167,6 +229,10 @@ def follow_training() -> None:
         show_error(job.error)  # type: ignore[arg-type]
     elif job.state == "cancelled":
         st.info(f"{job.title}: cancelled. Start the same settings again to resume it.")
+    elif job.state == "done" and "sweep" in job.published:
+        _sweep_line(job)
+        _sweep_outcome(job)
+        return
     elif job.state == "done":
         path = Path(job.result)
         took = f" in {job.finished - job.started:,.0f} s" if job.finished and job.started else ""
@@ -184,9 +250,13 @@ __all__ = [
     "default_name",
     "follow_training",
     "make_request",
+    "make_sweep",
     "output_status",
     "session_training_job",
+    "start_sweep",
     "start_training",
+    "sweep_options",
+    "sweep_states",
     "train_choices",
     "uses_k",
 ]

@@ -1,0 +1,209 @@
+"""Sweeps: train a small grid of SAEs one after another from one harvest (issue 16).
+
+A sweep is a base `TrainRequest` and a grid over some of its settings (`SWEEPABLE`: k, width, sparsity
+coefficient, learning rate). Every run of the grid shares the base's hook, token count, seed and row length, so
+one harvest feeds them all: the first run harvests into the sweep's work folder, the others reuse it (the
+harvest is idempotent on a complete folder), and it is deleted when the last run ends. Each run is an ordinary
+app training run (`train_job.run_training`: train, evaluate, dashboards + labels) named
+`<base name>-<axis><value>...`, so its SAE appears in the SAE picker and, with its eval.json, on the Compare
+page's Pareto plot. A cancelled or failed sweep resumes: finished runs are skipped, the unfinished one resumes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from saelab.errors import BadInputError
+from saelab.features.train_job import (
+    CurveBuffer,
+    Progress,
+    TrainRequest,
+    check_output,
+    finished,
+    run_paths,
+    run_training,
+    uses_k,
+)
+from saelab.models.handle import ModelHandle
+
+SWEEPABLE: dict[str, tuple[str, type]] = {  # setting -> (name tag, value type)
+    "k": ("k", int),
+    "d_sae": ("w", int),
+    "coefficient": ("c", float),
+    "lr": ("lr", float),
+}
+MAX_RUNS = 16  # a sweep is a small grid; a few minutes per run on a laptop CPU
+SWEEP_SUFFIX = "-sweep"
+
+
+def _tag(axis: str, value: float) -> str:
+    tag, kind = SWEEPABLE[axis]
+    return f"{tag}{value:d}" if kind is int else f"{tag}{value:g}"
+
+
+@dataclass
+class SweepRequest:
+    """The base run and the grid: {setting: [values]}; the runs are the grid's product, in `SWEEPABLE` order."""
+
+    base: TrainRequest
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.grid:
+            raise BadInputError(f"A sweep needs at least one setting to vary ({', '.join(SWEEPABLE)}).")
+        clean: dict[str, list[Any]] = {}
+        for axis in SWEEPABLE:  # fixed order: names and run order do not depend on how the grid was written
+            if axis not in self.grid:
+                continue
+            kind = SWEEPABLE[axis][1]
+            values = self.grid[axis]
+            if not isinstance(values, list | tuple) or not values:
+                raise BadInputError(f"Sweep values for {axis} must be a non-empty list, got {values!r}.")
+            try:
+                typed = [kind(v) for v in values]
+            except (TypeError, ValueError):
+                raise BadInputError(f"Sweep values for {axis} must be numbers, got {values!r}.") from None
+            if kind is int and any(t != v for t, v in zip(typed, values, strict=True)):
+                raise BadInputError(f"Sweep values for {axis} must be whole numbers, got {values!r}.")
+            clean[axis] = sorted(set(typed))
+        unknown = sorted(set(self.grid) - set(SWEEPABLE))
+        if unknown:
+            raise BadInputError(f"Cannot sweep {unknown}; sweepable settings: {', '.join(SWEEPABLE)}.")
+        if "k" in clean and not uses_k(self.base.architecture):
+            raise BadInputError(f"{self.base.architecture} takes a sparsity coefficient, not k: sweep 'coefficient'.")
+        if "coefficient" in clean and uses_k(self.base.architecture):
+            raise BadInputError(f"{self.base.architecture} takes k, not a sparsity coefficient: sweep 'k'.")
+        self.grid = clean
+        n = len(self.runs())  # also checks every run's settings and name
+        if n > MAX_RUNS:
+            raise BadInputError(f"This grid has {n} runs; a sweep trains at most {MAX_RUNS} (one after another).")
+
+    def runs(self) -> list[TrainRequest]:
+        """One checked `TrainRequest` per grid point (BadInputError naming the first bad one)."""
+        axes = list(self.grid)
+        out = []
+        for values in itertools.product(*(self.grid[a] for a in axes)):
+            point = dict(zip(axes, values, strict=True))
+            name = "-".join([self.base.name, *(_tag(a, v) for a, v in point.items())])
+            out.append(replace(self.base, name=name, **point))  # replace re-runs TrainRequest's checks
+        return out
+
+    @property
+    def name(self) -> str:
+        return self.base.name + SWEEP_SUFFIX
+
+    @property
+    def key(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"base": self.base.to_dict(), "grid": {k: list(v) for k, v in self.grid.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SweepRequest:
+        if not isinstance(data, dict) or set(data) - {"base", "grid"}:
+            raise BadInputError("A sweep is {'base': {...TrainRequest...}, 'grid': {setting: [values]}}.")
+        return cls(TrainRequest.from_dict(data.get("base", {})), dict(data.get("grid", {})))
+
+
+def parse_values(text: str, axis: str) -> list[Any]:
+    """'16,32,64' -> [16, 32, 64] for `axis` (BadInputError naming the axis)."""
+    if axis not in SWEEPABLE:
+        raise BadInputError(f"Cannot sweep {axis!r}; sweepable settings: {', '.join(SWEEPABLE)}.")
+    kind = SWEEPABLE[axis][1]
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    try:
+        values = [kind(float(p)) if kind is int and float(p).is_integer() else kind(p) for p in parts]
+    except ValueError:
+        raise BadInputError(f"{axis}: write comma-separated numbers, e.g. 16,32,64; got {text!r}.") from None
+    if not values:
+        raise BadInputError(f"{axis}: give at least one value.")
+    return values
+
+
+def run_state(root: str | Path, request: TrainRequest) -> str:
+    """ "done" when `request` already finished under `root`, else what `check_output` says ("new"/"resume")."""
+    return "done" if finished(root, request) else check_output(root, request)
+
+
+def check_sweep(root: str | Path, sweep: SweepRequest) -> dict[str, str]:
+    """Each run's state ("new", "resume", "done"); BadInputError when a run's name is taken by something else."""
+    return {r.name: run_state(root, r) for r in sweep.runs()}
+
+
+@dataclass
+class SweepStatus:
+    """What a running sweep publishes for the pages: the runs, which one is training, which are finished."""
+
+    runs: list[str]
+    current: int = -1
+    finished: list[str] = field(default_factory=list)
+
+
+def run_sweep(
+    handle: ModelHandle,
+    sweep: SweepRequest,
+    root: str | Path,
+    progress: Progress,
+    on_run: Callable[[int, TrainRequest, CurveBuffer], None] | None = None,
+) -> list[Path]:
+    """Train every run of `sweep` in order (shared harvest); returns the SAE folders, in grid order.
+
+    `progress(phase, done, total)` gets phases like "run 2/4 (…-k32) · train"; `on_run(i, request, curves)` is
+    called as run i starts, with the curve buffer its training fills."""
+    import shutil
+
+    runs = sweep.runs()
+    check_sweep(root, sweep)  # refuse before harvesting if a name is taken
+    shared = run_paths(root, sweep.name)[1] / "acts"
+    outs = []
+    for i, request in enumerate(runs):
+        out = run_paths(root, request.name)[0]
+        curves = CurveBuffer(request.d_sae)
+        if on_run is not None:
+            on_run(i, request, curves)
+        if run_state(root, request) != "done":
+            label = f"run {i + 1}/{len(runs)} ({request.name})"
+            run_training(handle, request, root, lambda p, d, t, label=label: progress(f"{label} · {p}", d, t),
+                         curves, acts=shared)  # fmt: skip
+        outs.append(out)
+    shutil.rmtree(shared.parent, ignore_errors=True)
+    return outs
+
+
+def sweep_job(handle: ModelHandle, sweep: SweepRequest, root: str | Path) -> Callable[[Any], list[Path]]:
+    """`run_sweep` as a `saelab.jobs` function; publishes "sweep" (a `SweepStatus`) and the current "curves"."""
+
+    def fn(ctx) -> list[Path]:
+        status = SweepStatus([r.name for r in sweep.runs()])
+        ctx.publish("sweep", status)
+
+        def on_run(i: int, request: TrainRequest, curves: CurveBuffer) -> None:
+            if status.current >= 0:
+                status.finished.append(status.runs[status.current])
+            status.current = i
+            ctx.publish("curves", curves)
+
+        outs = run_sweep(handle, sweep, root, ctx.phase_progress, on_run)
+        status.finished.append(status.runs[status.current])
+        return outs
+
+    return fn
+
+
+__all__ = [
+    "MAX_RUNS",
+    "SWEEPABLE",
+    "SweepRequest",
+    "SweepStatus",
+    "check_sweep",
+    "parse_values",
+    "run_state",
+    "run_sweep",
+    "sweep_job",
+]
