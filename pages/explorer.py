@@ -10,7 +10,7 @@ only the panel, not the search boxes above it, which keeps a switch within the 3
 import pandas as pd
 import streamlit as st
 
-from saelab.features.search import search_labels, search_token
+from saelab.features.search import labels_by_quality, search_labels, search_token
 from saelab.reports import figures, render
 from saelab.ui import explorer as panel
 from saelab.ui.errors import show_error
@@ -43,7 +43,7 @@ def picked_from(table_key: str, df: pd.DataFrame) -> int | None:
 
 
 with st.expander("Find a latent by its label or by a token", expanded=st.query_params.get("latent") is None):
-    by_label, by_token = st.tabs(["Search labels", "Search by token"])
+    by_label, by_token, by_quality = st.tabs(["Search labels", "Search by token", "Browse by label quality"])
     with by_label:
         if not labels:
             st.caption("This SAE has no labels yet (`saelab dashboards --sae PATH` writes them).")
@@ -83,6 +83,28 @@ with st.expander("Find a latent by its label or by a token", expanded=st.query_p
                     df, hide_index=True, on_select="rerun", selection_mode="single-row", key="explorer_token_hits"
                 )
                 chosen = picked_from("explorer_token_hits", df)
+                if chosen is not None:
+                    open_latent(chosen)
+                    st.rerun()
+    with by_quality:
+        label_set = store.labels() if labels else None
+        if label_set is None:
+            st.caption("This SAE has no labels yet (`saelab dashboards --sae PATH` writes them).")
+        else:
+            q1, q2, q3 = st.columns(3)
+            has_token = any(lab.token_balanced_accuracy is not None for lab in label_set.latents)
+            level = q1.radio("Score level", ["token", "sequence"] if has_token else ["sequence"], horizontal=True,
+                             key="explorer_quality_level")  # fmt: skip
+            min_score = q2.slider("Balanced accuracy at least", 0.0, 1.0, 0.0, 0.05, key="explorer_quality_min")
+            order = q3.radio("Order", ["best first", "worst first"], horizontal=True, key="explorer_quality_order")
+            rows, n_match = labels_by_quality(label_set, level=level, min_score=min_score,
+                                              best_first=order == "best first")  # fmt: skip
+            st.caption(f"{n_match:,} scored latents match (showing {len(rows):,}). {panel.QUALITY_NOTE}")
+            if rows:
+                df = pd.DataFrame(rows, columns=["latent", "label", "token BA", "sequence BA", "rule"])
+                st.dataframe(df, hide_index=True, on_select="rerun", selection_mode="single-row",
+                             key="explorer_quality_hits")  # fmt: skip
+                chosen = picked_from("explorer_quality_hits", df)
                 if chosen is not None:
                     open_latent(chosen)
                     st.rerun()

@@ -148,7 +148,7 @@ def cmd_dashboards(args: argparse.Namespace) -> int:
     from saelab.corpus import CorpusConfig, build_corpus
     from saelab.features.autolabel import label_all
     from saelab.features.dashboards import DashboardConfig, build_dashboards
-    from saelab.features.labels import write_labels
+    from saelab.features.labels import read_labels, write_labels
     from saelab.models import load_model
     from saelab.sae.files import load_sae, read_meta
 
@@ -157,6 +157,12 @@ def cmd_dashboards(args: argparse.Namespace) -> int:
     loaded = load_sae(args.sae, handle=handle)
     if args.no_labels:
         args.label_tokens = 0
+    if args.labels_only and args.label_tokens is None:  # as many held-out tokens as the labels being replaced
+        old = read_labels(args.sae)
+        det = old.detection if old is not None else {}
+        if det.get("n_rows") and det.get("seq_len") == args.seq_len:
+            args.label_tokens = int(det["n_rows"]) * args.seq_len
+        args.tokens = args.tokens or 0
     if args.tokens is None or args.label_tokens is None:
         from saelab.features.sizing import dashboard_tokens
 
@@ -176,6 +182,19 @@ def cmd_dashboards(args: argparse.Namespace) -> int:
     )
     n_label_rows = min(n_label_rows, int(heldout.tokens.shape[0]) // 2)  # leave held-out rows for dashboards
     label_rows = heldout.tokens[-n_label_rows:] if n_label_rows else heldout.tokens[:0]
+    if args.labels_only:
+        out = write_labels(args.sae, label_all(handle, loaded, args.sae, label_rows))
+        det = read_labels(args.sae).detection  # type: ignore[union-attr]
+        med_t, med_s, share = (det.get(k) for k in ("median_token_balanced_accuracy",
+                                                    "median_sequence_balanced_accuracy", "share_token_ge_0.7"))  # fmt: skip
+
+        def f(v) -> str:
+            return "–" if v is None else f"{v:.3f}"
+
+        print(f"labels written to {out}: {det.get('n_token_scored')} of {det.get('n_live')} live latents scored at "
+              f"token level; median balanced accuracy {f(med_t)} (token level), {f(med_s)} (sequence level); "
+              f"share ≥ 0.7 at token level {f(share)} (PROXY labels; held-out TEST half)")  # fmt: skip
+        return 0
     if trained:
         cfg = CorpusConfig(seq_len=args.seq_len, n_tokens=int(trained) + args.tokens, seed=args.seed)
         corpus = build_corpus(handle.tokenizer, cfg)
@@ -379,6 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seq-len", type=int, default=128)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--no-labels", action="store_true", help="skip the offline proxy labels")
+    d.add_argument("--labels-only", action="store_true",
+                   help="keep the dashboards; remake and rescore the offline proxy labels only")  # fmt: skip
     d.set_defaults(func=cmd_dashboards)
 
     for name in COMMAND_MODULES:

@@ -158,6 +158,19 @@ def build_dashboards_folder(sae_dir: Path, tokenizer, *, seed: int = 0, labels: 
                 "detection_f1": 0.4,
                 "n_pos": 50,
                 "n_neg": 50,
+                **(
+                    {
+                        "token_balanced_accuracy": 0.6 + 0.02 * i,
+                        "token_tpr": 0.7,
+                        "token_tnr": 0.9,
+                        "rule_family": "tokens",
+                        "fit_balanced_accuracy": 0.8,
+                        "token_n_pos": 40,
+                        "token_n_neg": 900,
+                    }
+                    if i
+                    else {}
+                ),  # fmt: skip
             }
             for i in range(d)
         ]

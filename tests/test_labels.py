@@ -184,12 +184,15 @@ def test_detection__planted_token_latent_scores_one(planted):
     assert lab.detection_f1 == pytest.approx(1.0)
     assert lab.n_pos == lab.n_neg > 0 and lab.tp == lab.n_pos and lab.tn == lab.n_neg
     assert lab.fp == lab.fn == 0
+    assert lab.rule_family == "tokens" and lab.token_balanced_accuracy == pytest.approx(1.0)
+    assert lab.token_n_pos > 0 and lab.token_n_neg > lab.token_n_pos
+    assert planted["labels"].detection["median_token_balanced_accuracy"] is not None
 
 
 def test_detection__latent_firing_everywhere_has_no_score(planted):
     lab = planted["labels"][1]
     assert lab.detection_balanced_accuracy is None and lab.detection_f1 is None
-    assert "too few rows without it" in lab.note
+    assert "too few positions without it" in lab.note
 
 
 def test_detection__random_latent_scores_about_half():

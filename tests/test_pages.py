@@ -46,6 +46,21 @@ def test_explorer__latent_from_url_shows_its_dashboard(app):
     assert any("latent=3" in link.proto.query_string for link in at.get("page_link"))  # steer link
 
 
+def test_explorer__shows_both_label_score_levels_and_browses_by_quality(app):
+    at = open_page(app, "pages/explorer.py", latent="3")
+    html = page_html(at)
+    assert "Label score, token level" in html and "0.66" in html  # 0.6 + 0.02 · 3
+    assert "Label score, sequence level" in html and "0.53" in html
+    assert at.radio(key="explorer_quality_level").value == "token"
+    at.slider(key="explorer_quality_min").set_value(0.7).run()
+    df = at.dataframe[-1].value  # the quality table (no label or token search typed)
+    scores = list(df["token BA"])
+    assert scores == sorted(scores, reverse=True) and min(scores) >= 0.7 and 0 not in list(df["latent"])
+    at.radio(key="explorer_quality_order").set_value("worst first").run()
+    df = at.dataframe[-1].value
+    assert list(df["token BA"]) == sorted(df["token BA"]) and not at.exception
+
+
 def test_explorer__neighbour_button_opens_that_latent(app):
     at = open_page(app, "pages/explorer.py", latent="3")
     neighbours = at.pills[0]
@@ -197,7 +212,7 @@ def test_explorer__llm_label_is_shown_with_its_score_and_escaped(tmp_path, tiny_
 def test_feature_map__colours_by_any_statistic_including_label_quality(app):
     at = open_page(app, "pages/feature_map.py")
     options = at.radio(key="map_colour").options
-    assert {"log density", "max activation", "label quality (balanced accuracy)"} <= set(options)
+    assert {"log density", "max activation", "label quality, sequence level (balanced accuracy)"} <= set(options)
     for option in options:
         at.radio(key="map_colour").set_value(option).run()
         assert not at.exception, (option, at.exception)

@@ -16,11 +16,7 @@ import numpy as np
 import torch
 
 from saelab.errors import CorruptFileError, IncompatibleSAEError
-from saelab.features.label_detection import (
-    check_tokens,
-    detection_scores,
-    heldout_rows,
-)
+from saelab.features.label_detection import check_tokens
 from saelab.features.labels import (
     LabelConfig,
     LabelSet,
@@ -30,6 +26,7 @@ from saelab.features.labels import (
     dashboard_ctx_left,
     formula_text,
     show_token,
+    token_formula_text,
 )
 from saelab.models.handle import ModelHandle
 from saelab.sae.files import LoadedSAE
@@ -156,6 +153,37 @@ def auto_label(
 # ---------------------------------------------------------------- everything
 
 
+def _median(values: list[float]) -> float | None:
+    return float(np.median(values)) if values else None
+
+
+def detection_summary(labels: list[LatentLabel], cfg: LabelConfig, n_rows: int, seq_len: int, n_positions: int):
+    """labels.json's "detection" block: what each level measures, on which rows, and the medians."""
+    tok = [lab.token_balanced_accuracy for lab in labels if lab.token_balanced_accuracy is not None]
+    seq = [lab.detection_balanced_accuracy for lab in labels if lab.detection_balanced_accuracy is not None]
+    live = sum(lab.kind != "dead" for lab in labels)
+    return {
+        "metric": "balanced accuracy = (TPR + TNR)/2 of the label's rule predicting where the latent fires",
+        "level": "token (primary: every analysed position of the TEST half) and sequence (rows of the TEST half)",
+        "token_level": "the rule fires at the position vs the latent fires there (activation > 0); all positions",
+        "sequence_level": "the rule fires somewhere in the row vs the latent fires in the row; "
+        f"up to {cfg.n_per_class} rows of each, seeded; also F1",
+        "split": f"a seeded random half of the {n_rows} held-out rows chooses the rule (FIT, {n_rows // 2} rows), "
+        f"the other half scores it (TEST; token_rules.split_rows, seed {cfg.seed})",
+        "n_rows": n_rows,
+        "seq_len": seq_len,
+        "n_positions": n_positions,
+        "n_per_class": cfg.n_per_class,
+        "excluded_positions": "position 0 and separator tokens (attention sinks)",
+        "n_live": live,
+        "n_scored": len(seq),
+        "n_token_scored": len(tok),
+        "median_token_balanced_accuracy": _median(tok),
+        "median_sequence_balanced_accuracy": _median(seq),
+        "share_token_ge_0.7": float(np.mean(np.asarray(tok) >= 0.7)) if tok else None,
+    }
+
+
 def label_all(
     handle: ModelHandle,
     loaded: LoadedSAE,
@@ -201,22 +229,35 @@ def label_all(
     )
     t_rules = time.perf_counter() - t0
     tick(1)
-    rows = heldout_rows(
+    from saelab.corpus import separator_id
+    from saelab.features.token_rules import TokenRule, fit_and_score, rule_text, token_rows
+
+    rows = token_rows(
         handle,
         loaded,
         heldout_tokens,
-        batch_size=cfg.batch_size,
+        separator_id(handle.tokenizer),
+        cfg.batch_size,
         compute_dtype=getattr(torch, cfg.compute_dtype),
         progress=lambda done, _n: tick(1 + done),
     )
     t_forward = time.perf_counter() - t0 - t_rules
-    after = [lab.after_ids for lab in labels]
-    at = [[t for t in lab.token_ids if t not in lab.after_ids] for lab in labels]
-    scores = detection_scores(
-        rows.fires, rows.presence, at, cfg, presence_before=rows.presence_before, after_rules=after
-    )
-    for lab, score in zip(labels, scores):
-        note = score.pop("note", None)
+    dashboard_rules = [
+        TokenRule([t for t in lab.token_ids if t not in lab.after_ids], list(lab.after_ids), family="dashboard")
+        if lab.token_ids else None
+        for lab in labels
+    ]  # fmt: skip
+    scores = fit_and_score(rows, dashboard_rules, max_tokens=cfg.token_rule_max, min_count=cfg.min_count,
+                           min_positions=cfg.min_rows, n_per_class=cfg.n_per_class, seed=cfg.seed)  # fmt: skip
+    cache: dict[int, str] = {}
+    for lab, score in zip(labels, scores, strict=True):
+        rule, note = score.pop("rule"), score.pop("note", None)
+        if rule is not None and rule.family != "dashboard":
+            lab.label, lab.kind = rule_text(rule, handle.tokenizer, cache), "tokens"
+            lab.token_ids, lab.after_ids = [*rule.at, *rule.after], list(rule.after)
+            lab.pair_ids = [[int(a), int(b)] for a, b in rule.pairs]
+        if rule is not None:
+            lab.rule_family = rule.family
         for k, v in score.items():
             setattr(lab, k, v)
         if note:
@@ -227,17 +268,8 @@ def label_all(
     log.info("labelled %d latents in %.1f s (forward %.1f s)", d_sae, elapsed, t_forward)
     return LabelSet(
         latents=labels,
-        formula=formula_text(cfg),
-        detection={
-            "metric": "balanced accuracy = (TPR + TNR)/2 of the rule 'row contains a label token' predicting "
-            "'latent fires in row'; also F1",
-            "level": "sequence",
-            "n_rows": int(n_rows),
-            "seq_len": int(seq_len),
-            "n_per_class": cfg.n_per_class,
-            "excluded_positions": "position 0 and separator tokens (attention sinks)",
-            "n_scored": sum(lab.detection_balanced_accuracy is not None for lab in labels),
-        },
+        formula=formula_text(cfg) + " " + token_formula_text(cfg),
+        detection=detection_summary(labels, cfg, int(n_rows), int(seq_len), int(rows.cur.size)),
         config=cfg.to_dict(),
         provenance={
             "model": handle.name,

@@ -138,12 +138,17 @@ def heldout_rows(
 
 
 def predict_rows(rows: HeldoutRows, label: LatentLabel) -> np.ndarray:
-    """bool [n_rows]: does each row contain `label`'s rule (see `LatentLabel.token_ids`)?"""
+    """bool [n_rows]: does each row contain `label`'s rule (see `LatentLabel.token_ids` and `pair_ids`)?"""
     after = set(label.after_ids)
     at = [t for t in label.token_ids if t not in after]
     hit = np.asarray(rows.presence[:, at].sum(axis=1)).ravel() > 0
     if after:
         hit |= np.asarray(rows.presence_before[:, sorted(after)].sum(axis=1)).ravel() > 0
+    if label.pair_ids:  # [previous token, token] pairs ending at a kept position
+        vocab = int(rows.presence.shape[1])
+        keys = (rows.tokens[:, :-1] * vocab + rows.tokens[:, 1:]).numpy()
+        wanted = [int(a) * vocab + int(b) for a, b in label.pair_ids]
+        hit |= (np.isin(keys, wanted) & rows.keep[:, 1:].numpy()).any(axis=1)
     return hit
 
 

@@ -62,6 +62,7 @@ class LabelConfig:
         batch_size: held-out rows per forward pass.
         compute_dtype: dtype of the forward over held-out rows (bf16 is ~4x faster on CPU; the SAE
             itself encodes in its own dtype).
+        token_rule_max: most members of a rule chosen at token level (`saelab.features.token_rules`).
     """
 
     max_tokens: int = 3
@@ -76,6 +77,7 @@ class LabelConfig:
     seed: int = 0
     batch_size: int = 32
     compute_dtype: Literal["float32", "bfloat16"] = "bfloat16"
+    token_rule_max: int = 5  # members of a token-level rule (tokens, previous tokens or pairs)
 
     def __post_init__(self) -> None:
         for name in ("max_tokens", "min_count", "n_promoted", "n_per_class", "min_rows", "batch_size"):
@@ -121,6 +123,23 @@ def formula_text(cfg: LabelConfig) -> str:
     )
 
 
+def token_formula_text(cfg: LabelConfig) -> str:
+    """How the token-level rule is chosen and scored (stored in labels.json beside `formula_text`)."""
+    return (
+        "PROXY label, chosen and scored at TOKEN level (saelab.features.token_rules): every held-out position "
+        "other than position 0 and separators is one example (fires: activation > 0). The held-out rows are split "
+        f"in two seeded random halves (seed {cfg.seed}): FIT chooses the rule, TEST scores it. Candidates: the best set of "
+        f"at most {cfg.token_rule_max} current tokens ('tokens: …'), previous tokens ('after: …'), token pairs "
+        "('pairs: …'), the union of the first two, and the dashboard rule above; a set's members are the values "
+        "with the largest gains p_t − n_t > 0 (p_t, n_t: share of firing / non-firing FIT positions with value t, "
+        f"t seen ≥ {cfg.min_count} times where the latent fires), since BA(S) = 1/2 + 1/2·Σ_(t∈S)(p_t − n_t). "
+        "The candidate with the highest FIT balanced accuracy wins. Token-level score on TEST: BA = (TPR + TNR)/2 "
+        "over ALL test positions where the latent fires (TPR) and does not (TNR). Sequence-level score on TEST: "
+        f"the same rule 'fires somewhere in the row' vs 'latent fires in the row', up to {cfg.n_per_class} rows of "
+        f"each (seeded). No token-level score when fewer than {cfg.min_rows} positions fire in either half."
+    )
+
+
 # ---------------------------------------------------------------- results
 
 
@@ -137,6 +156,12 @@ class LatentLabel:
             (no rule could be made), "dead" (never fired in the dashboard sample).
         detection_balanced_accuracy, detection_f1: None when there were too few rows to score (see `note`).
         n_pos, n_neg: held-out rows scored where the latent fires / never fires.
+        pair_ids: [previous token, token] pairs of the rule ("pairs: …"): it fires where the pair occurs.
+        rule_family: which candidate won at token level ("tokens", "after", "pairs", "tokens+after",
+            "dashboard"); None for labels made before token-level scoring.
+        fit_balanced_accuracy: the rule's token-level balanced accuracy on the FIT half (it chose the rule).
+        token_balanced_accuracy, token_tpr, token_tnr: token-level scores on the TEST half (all positions).
+        token_n_pos, token_n_neg: TEST positions where the latent fires / does not.
         tp, fp, fn, tn: confusion counts of the rule over those rows.
         note: why there is no score, or anything else worth knowing.
     """
@@ -154,6 +179,14 @@ class LatentLabel:
     fn: int = 0
     tn: int = 0
     note: str | None = None
+    pair_ids: list[list[int]] = field(default_factory=list)
+    rule_family: str | None = None
+    fit_balanced_accuracy: float | None = None
+    token_balanced_accuracy: float | None = None
+    token_tpr: float | None = None
+    token_tnr: float | None = None
+    token_n_pos: int = 0
+    token_n_neg: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -104,6 +104,38 @@ def search_labels(labels: LabelSet | Mapping[str, Any], query: str, limit: int =
 # ---------------------------------------------------------------- tokens
 
 
+class QualityRow(NamedTuple):
+    latent: int
+    label: str
+    token_ba: float | None  # token-level balanced accuracy on the TEST half (None: not scored)
+    sequence_ba: float | None
+    family: str
+
+
+QUALITY_LEVELS = ("token", "sequence")
+
+
+def labels_by_quality(
+    labels: LabelSet, *, level: str = "token", min_score: float = 0.0, best_first: bool = True, limit: int = 200
+) -> tuple[list[QualityRow], int]:
+    """Scored latents whose label score at `level` is ≥ `min_score`, best (or worst) first, and how many match.
+
+    Latents without a score at that level are left out (dead, too rare, or firing almost everywhere)."""
+    if level not in QUALITY_LEVELS:
+        raise BadInputError(f"level must be one of {QUALITY_LEVELS}, got {level!r}")
+    rows = []
+    for i, lab in enumerate(labels.latents):
+        score = lab.token_balanced_accuracy if level == "token" else lab.detection_balanced_accuracy
+        if score is None or score < min_score:
+            continue
+        rows.append(QualityRow(i, lab.label, lab.token_balanced_accuracy, lab.detection_balanced_accuracy,
+                               lab.rule_family or ""))  # fmt: skip
+    key = (lambda r: (-(r.token_ba if level == "token" else r.sequence_ba), r.latent)) if best_first else (
+        lambda r: ((r.token_ba if level == "token" else r.sequence_ba), r.latent))  # fmt: skip
+    rows.sort(key=key)
+    return rows[:limit], len(rows)
+
+
 class _TokenIndex:
     """Max-activating tokens of all top contexts, sorted by token id: a token's hits are one slice."""
 

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from saelab.features.store import DashboardStore, LatentDashboard
 
 PROXY_TIP = "An automatic proxy label: tokens and contexts that drive the latent, not a human reading."
+QUALITY_NOTE = (
+    "BA = balanced accuracy (TPR + TNR)/2 of the PROXY label's rule on the held-out TEST half. Token level: does "
+    "the rule fire at the positions where the latent fires; sequence level: in the rows where it fires."
+)
 
 
 def header_html(store: DashboardStore, dash: LatentDashboard, latent: int, labels: dict[int, str]) -> str:
@@ -33,20 +37,41 @@ def header_html(store: DashboardStore, dash: LatentDashboard, latent: int, label
         ("Mean activation (when firing)", f"{float(dash.mean_act):.3g}", formulas.get("mean_act")),
     ]
     details = ""
+    token_ba = label_entry.token_balanced_accuracy if label_entry is not None else None
+    if token_ba is not None:
+        stats.append(
+            (
+                "Label score, token level",
+                f"{float(token_ba):.2f}",
+                f"Balanced accuracy over held-out positions (TPR {float(label_entry.token_tpr or 0):.2f}, "
+                f"TNR {float(label_entry.token_tnr or 0):.2f}); see 'How the label was made and scored'.",
+            )
+        )
     if label_entry is not None and label_entry.detection_balanced_accuracy is not None:
         formula = label_set.formula or "balanced accuracy of the label's detection rule"
         stats.append(
             (
-                "Detection score",
+                "Label score, sequence level" if token_ba is not None else "Detection score",
                 f"{float(label_entry.detection_balanced_accuracy):.2f}",
-                f"Balanced accuracy on held-out rows: {formula}",
+                "Balanced accuracy over held-out rows (does the rule fire in the rows where the latent fires).",
             )
+        )
+        token_line = (
+            f" · token level: rule '{render.esc(label_entry.rule_family or '')}' chosen on the FIT half (BA "
+            f"{float(label_entry.fit_balanced_accuracy or 0):.2f}), scored on {int(label_entry.token_n_pos):,} "
+            f"firing and {int(label_entry.token_n_neg):,} non-firing TEST positions"
+            if token_ba is not None
+            else ""
         )
         details = render.details_html(
             "How the label was made and scored",
-            f"Method: <code>{render.esc(label_set.method)}</code> · F1 "
-            f"{float(label_entry.detection_f1 or 0):.2f} · {int(label_entry.n_pos):,} positive and "
-            f"{int(label_entry.n_neg):,} negative held-out examples.<pre>{render.esc(formula)}</pre>",
+            f"Method: <code>{render.esc(label_set.method)}</code>{token_line} · sequence level: F1 "
+            f"{float(label_entry.detection_f1 or 0):.2f}, {int(label_entry.n_pos):,} positive and "
+            f"{int(label_entry.n_neg):,} negative held-out rows.<pre>{render.esc(formula)}</pre>",
+        )
+    elif token_ba is not None:
+        details = render.details_html(
+            "How the label was made and scored", f"<pre>{render.esc(label_set.formula)}</pre>"
         )
     else:
         why = (label_entry.note if label_entry is not None else "") or "no label score for this latent"

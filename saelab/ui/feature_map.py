@@ -35,7 +35,11 @@ class FeatureMap:
                  "mean activation": np.asarray(summary["mean_act"], dtype=float)}  # fmt: skip
         labels = store.labels()
         if labels is not None:
-            stats["label quality (balanced accuracy)"] = np.array(
+            if any(lab.token_balanced_accuracy is not None for lab in labels.latents):
+                stats["label quality, token level (balanced accuracy)"] = np.array(
+                    [np.nan if lab.token_balanced_accuracy is None else lab.token_balanced_accuracy
+                     for lab in labels.latents], dtype=float)  # fmt: skip
+            stats["label quality, sequence level (balanced accuracy)"] = np.array(
                 [np.nan if lab.detection_balanced_accuracy is None else lab.detection_balanced_accuracy
                  for lab in labels.latents], dtype=float)  # fmt: skip
         return cls(
