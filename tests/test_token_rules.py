@@ -106,6 +106,8 @@ def test_predict_rows__pair_rules_need_both_tokens_in_order():
 def test_rule_text_and_quality_browsing(tiny_handle):
     text = rule_text(TokenRule(at=[260], after=[198], pairs=[(260, 550)]), tiny_handle.tokenizer)
     assert text == "tokens: ' the'; after: '\\n'; pairs: ' the' ' other'"
+    long = rule_text(TokenRule(at=list(range(300, 310))), tiny_handle.tokenizer, shown=3)
+    assert long.startswith("tokens: ") and long.endswith("(+7 more)") and long.count("'") == 6
     from saelab.features.labels import LabelSet
 
     labs = [LatentLabel(f"l{i}", [], "tokens", token_balanced_accuracy=s, detection_balanced_accuracy=0.5)

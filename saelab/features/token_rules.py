@@ -36,6 +36,7 @@ from saelab.models.handle import ModelHandle
 from saelab.sae.files import LoadedSAE
 
 FAMILIES = ("tokens", "after", "pairs", "tokens+after", "dashboard")
+SHOWN = 6  # members of each part a label's text lists (the rule keeps them all)
 
 
 @dataclass
@@ -132,16 +133,21 @@ class TokenRule:
         return hit
 
 
-def rule_text(rule: TokenRule, tokenizer, cache: dict[int, str] | None = None) -> str:
-    """The rule in words: "tokens: ' Paris', ' France'; after: ' in'; pairs: ' New' ' York'"."""
+def rule_text(rule: TokenRule, tokenizer, cache: dict[int, str] | None = None, shown: int = SHOWN) -> str:
+    """The rule in words, at most `shown` members per part (by gain) and "+N more":
+    "tokens: ' Paris', ' France'; after: ' in'; pairs: ' New' ' York'"."""
     from saelab.features.labels import show_token
 
     def show(t: int) -> str:
         return show_token(tokenizer, t, cache)
 
-    parts = [f"tokens: {', '.join(map(show, rule.at))}"] if rule.at else []
-    parts += [f"after: {', '.join(map(show, rule.after))}"] if rule.after else []
-    parts += [f"pairs: {', '.join(f'{show(a)} {show(b)}' for a, b in rule.pairs)}"] if rule.pairs else []
+    def listed(items: list[str]) -> str:
+        more = f" (+{len(items) - shown} more)" if len(items) > shown else ""
+        return ", ".join(items[:shown]) + more
+
+    parts = [f"tokens: {listed([show(t) for t in rule.at])}"] if rule.at else []
+    parts += [f"after: {listed([show(t) for t in rule.after])}"] if rule.after else []
+    parts += [f"pairs: {listed([f'{show(a)} {show(b)}' for a, b in rule.pairs])}"] if rule.pairs else []
     return "; ".join(parts)
 
 
@@ -197,7 +203,7 @@ def fit_and_score(
     rows: TokenRows,
     dashboard_rules: Sequence[TokenRule | None],
     *,
-    max_tokens: int = 5,
+    max_tokens: int = 40,
     min_count: int = 2,
     min_positions: int = 5,
     n_per_class: int = 100,
