@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from saelab.hypotheses import HypothesisConfig
-from saelab.hypotheses.results import PROXY_NOTE
+from saelab.hypotheses.results import PROXY_NOTE, signal_kept
 from saelab.hypotheses.run import required_texts
 from saelab.reports.hypotheses import examples_html, export_bytes
 from saelab.reports.hypotheses_figures import effect_sizes
@@ -111,6 +111,7 @@ if result is not None:
             f"{ref['n']} significant and held-out {ref_fit}; the hypotheses' mean fidelity F1 to their latents is "
             f"{ref['mean_fidelity_f1']:.2f}. A large gap means the descriptions lose what the latents carry."
         )
+        st.caption(signal_kept(result.sae_method, ref))
     st.plotly_chart(effect_sizes(result.sae_method, result.baseline), width="stretch", key="hyp_effects")
     methods = [(result.sae_method, "SAE hypotheses")]
     if result.baseline is not None:

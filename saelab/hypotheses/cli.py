@@ -65,6 +65,9 @@ def cmd_hypotheses(args: argparse.Namespace) -> int:
             f"\nReference: the latents themselves (fires: a > 0) as hypotheses: {ref['n_significant']}/{ref['n']} significant, "
             f"held-out {fit}; mean fidelity F1 {ref['mean_fidelity_f1']:.2f}"
         )
+        from saelab.hypotheses.results import signal_kept
+
+        print(signal_kept(result.sae_method, ref))
     print(f"\n* significant: p < 0.1/m (Bonferroni). Wrote {', '.join(str(p) for p in written.values())}")
     return 0
 

@@ -11,6 +11,12 @@ annotations best match the binarised latent (F1). Offline, SAE Lab replaces the 
     terms): the top-1/3/5 terms by log-odds, and greedy rules that add the term raising training F1 most
     (up to `max_terms`);
   * choice: each candidate's F1 against the binarised latent on the **validation** split; the best is kept.
+    Its φ (Pearson correlation of two 0/1 vectors) with "the latent fires" (a > 0) over all validation texts
+    is reported beside it. Choosing by φ instead was tried: more held-out R² on Yelp (0.28 vs 0.18) but
+    broader, overlapping rules (several latents described by sub-phrases of one word), fewer significant
+    hypotheses on the front-page set, and a planted "pizza" effect lost to that collinearity; F1 stays.
+Rules hold up to 10 terms (was 5): on the bench sets that gave 4 / 3 / 4 significant descriptions (front page,
+year, Yelp; the latents themselves 3 / 2 / 5) against 3 / 3 / 3 with 5 terms (seed 0).
 The binarised latent is 1 where a ≥ τ (τ = the training 90th percentile of the latent when that is positive,
 else any positive activation: a sparse TopK latent is zero on most texts) and 0 where a = 0; F1 is computed
 on those texts only (texts with 0 < a < τ are neither, as in the paper's top-decile-vs-zero contrast). With an `LLMEndpoint`, the LLM writes
@@ -149,7 +155,9 @@ class Interpretation:
         terms: the keyword rule's terms ([] for an LLM hypothesis).
         fidelity_f1: F1 of the rule's annotations against the binarised latent on the validation split
             (top-decile texts = 1, zero texts = 0, the rest not scored).
-        candidates: every candidate tried, with its validation F1.
+        candidates: every candidate tried, with its validation φ and F1.
+        fidelity_phi: φ of the rule's annotations with "the latent fires" (a > 0) over all validation texts
+            (reported beside F1; NaN for an LLM hypothesis).
         threshold: τ used to binarise the latent.
         n_pos, n_neg: training texts in the top decile / where the latent is zero.
     """
@@ -160,6 +168,7 @@ class Interpretation:
     fidelity_f1: float
     candidates: list[dict] = field(default_factory=list)
     threshold: float = float("nan")
+    fidelity_phi: float = float("nan")
     n_pos: int = 0
     n_neg: int = 0
 
@@ -234,6 +243,14 @@ def keyword_candidates(
     return out, tau, n_pos, n_neg
 
 
+def phi(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two 0/1 vectors (φ coefficient); 0 when either is constant."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.std() == 0 or b.std() == 0:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
 def choose(candidates: Sequence, annotations: Sequence[np.ndarray], truth_val: np.ndarray) -> tuple[int, list[float]]:
     """Index of the candidate whose validation annotations have the best F1 (first one on ties)."""
     scores = [f1(np.asarray(a, dtype=bool), truth_val) for a in annotations]
@@ -241,21 +258,23 @@ def choose(candidates: Sequence, annotations: Sequence[np.ndarray], truth_val: n
 
 
 def interpret_keywords(
-    X_train, vocab: list[str], acts_train: np.ndarray, val_texts: Sequence[str], acts_val: np.ndarray, *, max_terms=5
+    X_train, vocab: list[str], acts_train: np.ndarray, val_texts: Sequence[str], acts_val: np.ndarray, *, max_terms=10
 ) -> Interpretation | None:
     """The best offline keyword rule for one latent, or None when no term separates it at all."""
     rules, tau, n_pos, n_neg = keyword_candidates(X_train, vocab, acts_train, max_terms=max_terms)
     if not rules:
         return None
+    annotations = [r.annotate(val_texts) for r in rules]
+    phis = [phi(a, acts_val > 0) for a in annotations]
     scored = (acts_val >= tau) | (acts_val <= 0)  # top decile vs zero; texts in between are not scored
-    texts_scored = [t for t, keep in zip(val_texts, scored) if keep]
-    best, scores = choose(rules, [r.annotate(texts_scored) for r in rules], acts_val[scored] >= tau)
+    best, f1s = choose(rules, [a[scored] for a in annotations], acts_val[scored] >= tau)
     return Interpretation(
         label=rules[best].label,
         source="keywords",
         terms=rules[best].terms,
-        fidelity_f1=scores[best],
-        candidates=[{"label": r.label, "val_f1": s} for r, s in zip(rules, scores)],
+        fidelity_f1=f1s[best],
+        fidelity_phi=phis[best],
+        candidates=[{"label": r.label, "val_phi": p, "val_f1": s} for r, p, s in zip(rules, phis, f1s)],
         threshold=tau,
         n_pos=n_pos,
         n_neg=n_neg,

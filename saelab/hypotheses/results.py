@@ -165,3 +165,19 @@ def _stats_fields(st: HypothesisStats) -> dict[str, Any]:
         "ci_high": st.separation_ci[1],
         "n_true": st.n_true,
     }
+
+
+def signal_kept(method, reference: dict[str, Any]) -> str:
+    """One line: how much of the selected latents' held-out signal their descriptions keep."""
+    if not reference:
+        return ""
+    if reference.get("auc") is not None and method.auc is not None:
+        fit = f"AUC {method.auc:.3f} vs {reference['auc']:.3f}"
+    else:
+        r2_d, r2_l = method.r2, reference.get("r2")
+        share = f" ({r2_d / r2_l:.0%} of it)" if r2_d is not None and r2_l else ""
+        fit = f"R² {r2_d:.3f} vs {r2_l:.3f}{share}" if r2_d is not None and r2_l is not None else "fit –"
+    return (
+        f"Signal kept by the descriptions: {method.n_significant} significant vs {reference['n_significant']} for the "
+        f"latents themselves (fires: a > 0), held-out {fit}."
+    )

@@ -74,7 +74,7 @@ class HypothesisConfig(DictConfig):
     max_texts: int | None = None
     positive_class: str | None = None
     baseline: bool = True
-    max_terms: int = 5
+    max_terms: int = 10
     n_examples: int = 3
     llm_max_texts: int = 200
 
@@ -168,9 +168,11 @@ def latent_reference(Z_test: np.ndarray, chosen: list, y_test: np.ndarray, binar
     H = np.column_stack([Z_test[:, c.latent] > 0 for c in chosen])
     val = validate(H, y_test, binary=binary)
     fid = [c.interp.fidelity_f1 for c in chosen]
+    phis = [c.interp.fidelity_phi for c in chosen if np.isfinite(c.interp.fidelity_phi)]
     return {
         "regression": val.model, "r2": val.r2, "auc": val.auc, "n_significant": val.n_significant,
         "n": len(chosen), "threshold": val.threshold, "mean_fidelity_f1": float(np.mean(fid)) if fid else None,
+        "mean_fidelity_phi": float(np.mean(phis)) if phis else None,
     }  # fmt: skip
 
 

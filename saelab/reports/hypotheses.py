@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from saelab.hypotheses.interpret import evidence_words, highlight_spans
-from saelab.hypotheses.results import MethodResult
+from saelab.hypotheses.results import MethodResult, signal_kept
 from saelab.reports import HtmlReport, csv_text, write_export
 from saelab.reports.hypotheses_figures import effect_sizes
 from saelab.reports.render import esc
@@ -95,6 +95,7 @@ def build_report(result: HypothesisResult) -> HtmlReport:
             f"Reference — the selected latents themselves (fires: a > 0) as hypotheses: {ref['n_significant']}/"
             f"{ref['n']} significant, held-out {fit}; mean fidelity F1 of the hypotheses {ref['mean_fidelity_f1']:.2f}."
         )
+        report.text(signal_kept(result.sae_method, ref))
     report.text(
         f"Embeddings: {result.embedding}. SAE: Top-K, M={result.sae['m']}, K={result.sae['k']}, "
         f"validation normalised MSE {result.sae['val_nmse']:.3f}, dead fraction {result.sae['dead_fraction']:.2f}."
