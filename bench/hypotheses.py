@@ -74,7 +74,7 @@ def main() -> None:
         f"Split 60/20/20, seed {args.seed}; subsample sizes in the set names (name:max_texts).",
     ]
     write_results(args.name, figures, ratios, notes, config={"sets": args.sets, "seed": args.seed})
-    from saelab.hypotheses.results import jsonable
+    from saelab.storage import jsonable
 
     write_json(RESULTS / f"{args.name}_details.json", jsonable(details))
 

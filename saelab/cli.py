@@ -51,7 +51,16 @@ def cmd_harvest(args: argparse.Namespace) -> int:
     )
     corpus = build_corpus(handle.tokenizer, corpus_cfg)
     cfg = HarvestConfig(hooks=hooks, batch_size=args.batch_size, compute_dtype=args.dtype, store_dtype=args.store_dtype)
-    result = harvest(handle, corpus, cfg, out)
+    runner = None
+    if args.ray:
+        from saelab.distributed.ray_harvest import RayShardRunner
+
+        runner = RayShardRunner(args.model, address=args.ray, workers=args.ray_workers)
+    try:
+        result = harvest(handle, corpus, cfg, out, runner=runner)
+    finally:
+        if runner is not None:
+            runner.shutdown()
     print(
         f"harvested {result.n_tokens:,} tokens × {len(hooks)} hook(s) into {out} "
         f"({result.shards_reused} shard(s) reused, {result.tokens_per_second:,.0f} tokens/s)"
@@ -318,6 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16", help="compute dtype")
     h.add_argument("--store-dtype", choices=["float32", "float16", "bfloat16"], default="float16")
     h.add_argument("--out", help="output folder (default: runs/acts-<hook>)")
+    h.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="compute shards on Ray actors: 'local' (default) starts a cluster here, 'auto' or "
+                   "ray://host:port joins one (docs/cluster.md); same output folder as without")  # fmt: skip
+    h.add_argument("--ray-workers", type=int, default=2, help="actors (model copies) with --ray (default 2)")
     h.set_defaults(func=cmd_harvest)
 
     t = sub.add_parser("train", help="train an SAE with SAE-Lens on a harvest folder")

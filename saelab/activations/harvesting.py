@@ -30,7 +30,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -228,16 +228,24 @@ def _harvest_shard(
     return bufs, stats
 
 
+ShardRunner = Callable[..., Iterator[tuple[dict[str, torch.Tensor], dict[str, dict[str, float]]]]]
+
+
 def harvest(
     handle: ModelHandle,
     corpus: CorpusTokens,
     cfg: HarvestConfig,
     out_dir: str | Path,
     progress: Callable[[int, int], None] | None = None,
+    runner: ShardRunner | None = None,
 ) -> HarvestResult:
     """Harvest `cfg.hooks` over `corpus` into `out_dir`, resuming a matching unfinished harvest there.
 
     `progress(done_tokens, total_tokens)` is called after every batch (a tqdm bar shows on stderr too).
+    `runner` computes the shards elsewhere (`saelab.distributed.ray_harvest`): given the shards still to do as
+    (index, first row, end row), the corpus tokens, the keep mask, hooks, widths, the config and `on_batch`,
+    it yields each shard's (buffers, stats) in that order; this function writes them exactly as it writes its
+    own, so the folder does not depend on where the shards were computed.
     """
     out_dir = Path(out_dir)
     hooks = [handle.check_hook(h) for h in cfg.hooks]
@@ -276,7 +284,7 @@ def harvest(
         return HarvestResult(out_dir, hooks, total, layout["n_shards"], reused, 0, 0.0, 0.0, 0.0, manifest)
     write_json(out_dir / HARVEST_MANIFEST, manifest)
 
-    model_handle = compute_handle(handle, _DTYPES[cfg.compute_dtype])
+    model_handle = compute_handle(handle, _DTYPES[cfg.compute_dtype]) if runner is None else None
     t0, start_done, rows_run = time.perf_counter(), done, 0
     with torch.inference_mode(), tqdm(total=total, initial=done, unit="tok", desc="harvest", disable=None) as bar:
 
@@ -287,9 +295,16 @@ def harvest(
             if progress is not None:
                 progress(done, total)
 
-        for s in range(reused, layout["n_shards"]):
-            r0, r1 = s * rows_per_shard, min(layout["n_seq"], (s + 1) * rows_per_shard)
-            bufs, stats = _harvest_shard(model_handle, corpus.tokens[r0:r1], keep[r0:r1], hooks, widths, cfg, on_batch)
+        todo = [(s, s * rows_per_shard, min(layout["n_seq"], (s + 1) * rows_per_shard))
+                for s in range(reused, layout["n_shards"])]  # fmt: skip
+        if runner is None:
+            results = (
+                _harvest_shard(model_handle, corpus.tokens[r0:r1], keep[r0:r1], hooks, widths, cfg, on_batch)
+                for _, r0, r1 in todo
+            )
+        else:
+            results = runner(todo, corpus.tokens, keep, hooks, widths, cfg, on_batch)
+        for (s, r0, r1), (bufs, stats) in zip(todo, results, strict=True):
             rows_run += r1 - r0
             seq_BP, pos_BP = torch.meshgrid(torch.arange(r0, r1), torch.arange(layout["seq_len"]), indexing="ij")
             index = {
@@ -312,4 +327,15 @@ def harvest(
     return HarvestResult(out_dir, hooks, total, layout["n_shards"], reused, computed, seconds, tps, fwd, manifest)
 
 
-__all__ = ["HARVEST_FORMAT", "INDEX_KEYS", "HarvestConfig", "HarvestResult", "compute_handle", "harvest"]
+__all__ = [
+    "HARVEST_FORMAT",
+    "INDEX_KEYS",
+    "HarvestConfig",
+    "HarvestResult",
+    "ShardRunner",
+    "compute_handle",
+    "harvest",
+    "harvest_shard",
+]
+
+harvest_shard = _harvest_shard  # what a remote worker runs (saelab.distributed)
