@@ -151,3 +151,24 @@ def test_cli_refuses_different_widths(tmp_path, capsys):
     assert main(["compare", str(a), str(b)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "wide" in err
+
+
+def test_the_two_shipped_saes_compare_out_of_the_box():
+    """cached_features ships two SAEs of the default model at one hook (issue 16 item 5): both have an eval.json
+    on the same kind of held-out tokens, dashboards with labels, and decoder matching finds shared directions."""
+    from pathlib import Path
+
+    from saelab.compare.run import compare_saes
+
+    root = Path(__file__).resolve().parents[1] / "cached_features"
+    result = compare_saes([root / "default", root / "topk-k32-2304"])
+    rows = {r.name: r for r in result.metrics.rows}
+    assert len(rows) == 2 and all(r.metrics["explained_variance"] > 0.9 for r in rows.values())
+    (m,) = result.matches
+    assert m.d_a == 4608 and m.d_b == 2304
+    rng = np.random.default_rng(0)  # the same widths with random directions: what "no shared structure" gives
+    chance = match_decoders(rng.normal(size=(4608, 576)), rng.normal(size=(2304, 576)), max_exact_entries=0)
+    shipped, random = m.summary()["mean best cos B→A"], chance.summary()["mean best cos B→A"]
+    assert shipped > 2 * random, (shipped, random)  # the narrower SAE's directions reappear in the wider one
+    for name in ("default", "topk-k32-2304"):
+        assert (root / name / "dashboards" / "labels.json").exists()
