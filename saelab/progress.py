@@ -6,6 +6,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
+def _show(bar, done: float, total: float) -> None:
+    bar.total = total
+    bar.n = done
+    bar.refresh()
+
+
 @contextmanager
 def terminal_bar(desc: str, unit: str = "step") -> Iterator[Callable[[int, int], None]]:
     """Yield a `progress(done, total)` callback that draws a tqdm bar on stderr; the bar closes on exit."""
@@ -14,9 +20,7 @@ def terminal_bar(desc: str, unit: str = "step") -> Iterator[Callable[[int, int],
     bar = tqdm(desc=desc, unit=unit)
 
     def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
+        _show(bar, done, total)
 
     try:
         yield progress
@@ -36,10 +40,7 @@ def phase_bars() -> Iterator[Callable[[str, float, float], None]]:
             if state["bar"] is not None:
                 state["bar"].close()
             state["phase"], state["bar"] = phase, tqdm(desc=phase, total=total)
-        bar = state["bar"]
-        bar.total = total
-        bar.n = done
-        bar.refresh()
+        _show(state["bar"], done, total)
 
     try:
         yield progress

@@ -7,6 +7,7 @@ Debian's /usr/bin/chromium with Playwright and saves a screenshot to test-artifa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -67,11 +68,10 @@ def _chromium(pw):
     return pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_handle):
-    """A Streamlit server for app.py on a free port; always terminated."""
-    root = tmp_path_factory.mktemp("browser_features")
-    build_feature_root(root, tiny_handle.tokenizer)
+@contextlib.contextmanager
+def app_server(root: Path):
+    """A Streamlit server for app.py on a free port over the features folder `root` (tiny model); always
+    terminated. Yields its URL once healthy."""
     port = _free_port()
     env = {**os.environ, "SAELAB_FEATURES": str(root), "SAELAB_MODEL": "tiny", "HF_HUB_OFFLINE": "1"}
     cmd = [
@@ -91,6 +91,14 @@ def server(tmp_path_factory, tiny_handle):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_handle):
+    root = tmp_path_factory.mktemp("browser_features")
+    build_feature_root(root, tiny_handle.tokenizer)
+    with app_server(root) as url:
+        yield url
 
 
 @pytest.mark.browser

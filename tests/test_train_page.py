@@ -135,78 +135,58 @@ def test_run_training__a_run_stopped_after_training_resumes_without_training_aga
 @pytest.mark.browser
 def test_browser__train_page_draws_growing_curves_and_the_sae_reaches_the_picker(tiny_handle, tmp_path):
     """A real server and Chromium: start a run, see the curve figure gain points, find the SAE on the Overview."""
-    import subprocess
-    import sys
     import time
 
     from playwright.sync_api import sync_playwright
 
-    from tests.test_browser import ROOT, _chromium, _free_port, _wait_healthy, _wait_idle
+    from tests.test_browser import _chromium, _wait_idle, app_server
 
     root = tmp_path / "features"
     build_feature_root(root, tiny_handle.tokenizer)
-    port = _free_port()
-    env = {**__import__("os").environ, "SAELAB_FEATURES": str(root), "SAELAB_MODEL": "tiny", "HF_HUB_OFFLINE": "1"}
-    cmd = [
-        sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
-        "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
     n_points = "() => { const gd = document.querySelector('.js-plotly-plot'); return gd && gd.data ? gd.data[0].x.length : 0; }"
-    try:
-        _wait_healthy(url, proc)
-        with sync_playwright() as pw:
-            browser = _chromium(pw)
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1100})
-                page.goto(f"{url}/train", wait_until="domcontentloaded")
-                page.get_by_text("No training run yet").wait_for(timeout=90_000)
-
-                def fill(label: str, value: str) -> None:
-                    box = page.get_by_label(label, exact=False).first
-                    box.fill(value)
-                    box.press("Enter")
-                    _wait_idle(page)
-
-                fill("Width d_sae", "2048")
-                fill("k (active latents)", "16")
-                fill("Tokens to harvest", BROWSER_TOKENS)
-                page.get_by_text("Evaluation and dashboards").click()
-                fill("Held-out tokens to evaluate", "512")
-                fill("Dashboard tokens", "1024")
-                fill("Held-out tokens to score labels", "512")
-                fill("Output name", "browser-run")
-                page.get_by_role("button", name="Start training").click()
-                page.wait_for_function(f"() => ({n_points})() > 0", timeout=180_000)
-                first = page.evaluate(n_points)
-                # A rerun remounts the chart (its key carries the point count), so one look can catch it empty:
-                # poll until it holds more points than the first look; the finished page draws all 97 steps.
-                try:
-                    page.wait_for_function(f"() => ({n_points})() > {first} || ({first} >= 97 && "
-                                           "document.body.innerText.includes('Trained '))", timeout=240_000)  # fmt: skip
-                except Exception:
-                    raise AssertionError(f"the curves did not grow past {first} points: "
-                                         f"{page.evaluate(n_points)} now") from None  # fmt: skip
-                page.get_by_text("Trained ").first.wait_for(timeout=240_000)
-                time.sleep(0.5)
-                page.goto(url, wait_until="domcontentloaded")
-                page.get_by_text("SAE in use").first.wait_for(timeout=90_000)
-                _wait_idle(page)
-                page.get_by_label("Shipped SAEs").click()
-                page.locator('[role="option"]').first.wait_for(timeout=30_000)
-                options = page.locator('[role="option"]').all_inner_texts()
-                assert "browser-run" in options, options
-            finally:
-                browser.close()
-    finally:
-        proc.terminate()
+    with app_server(root) as url, sync_playwright() as pw:
+        browser = _chromium(pw)
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(f"{url}/train", wait_until="domcontentloaded")
+            page.get_by_text("No training run yet").wait_for(timeout=90_000)
+
+            def fill(label: str, value: str) -> None:
+                box = page.get_by_label(label, exact=False).first
+                box.fill(value)
+                box.press("Enter")
+                _wait_idle(page)
+
+            fill("Width d_sae", "2048")
+            fill("k (active latents)", "16")
+            fill("Tokens to harvest", BROWSER_TOKENS)
+            page.get_by_text("Evaluation and dashboards").click()
+            fill("Held-out tokens to evaluate", "512")
+            fill("Dashboard tokens", "1024")
+            fill("Held-out tokens to score labels", "512")
+            fill("Output name", "browser-run")
+            page.get_by_role("button", name="Start training").click()
+            page.wait_for_function(f"() => ({n_points})() > 0", timeout=180_000)
+            first = page.evaluate(n_points)
+            # A rerun remounts the chart (its key carries the point count), so one look can catch it empty:
+            # poll until it holds more points than the first look; the finished page draws all 97 steps.
+            try:
+                page.wait_for_function(f"() => ({n_points})() > {first} || ({first} >= 97 && "
+                                       "document.body.innerText.includes('Trained '))", timeout=240_000)  # fmt: skip
+            except Exception:
+                raise AssertionError(f"the curves did not grow past {first} points: "
+                                     f"{page.evaluate(n_points)} now") from None  # fmt: skip
+            page.get_by_text("Trained ").first.wait_for(timeout=240_000)
+            time.sleep(0.5)
+            page.goto(url, wait_until="domcontentloaded")
+            page.get_by_text("SAE in use").first.wait_for(timeout=90_000)
+            _wait_idle(page)
+            page.get_by_label("Shipped SAEs").click()
+            page.locator('[role="option"]').first.wait_for(timeout=30_000)
+            options = page.locator('[role="option"]').all_inner_texts()
+            assert "browser-run" in options, options
+        finally:
+            browser.close()
 
 
 def test_request__dead_window_fits_the_run_length():

@@ -21,7 +21,6 @@ from scipy import sparse
 from saelab.corpus import separator_id, sink_mask
 from saelab.errors import BadInputError
 from saelab.features.labels import LabelConfig, LatentLabel
-from saelab.hooks import cache_activations
 from saelab.models.handle import ModelHandle
 from saelab.sae.files import LoadedSAE
 
@@ -58,25 +57,11 @@ def latent_activity(
     and runs in `compute_dtype` on a private copy of the model (`saelab.activations.compute_handle`); the SAE
     encodes in its own dtype. `progress(done_batches, n_batches)`.
     """
-    from saelab.activations import compute_handle
+    from saelab.features.token_rules import token_rows  # the one forward over held-out rows (it imports this module)
 
-    tokens = check_tokens(handle, tokens)
-    sae, hook = loaded.sae, loaded.hook
-    keep = sink_mask(tokens, separator_id(handle.tokenizer))
-    run = compute_handle(handle, compute_dtype)
-    d_sae = int(sae.cfg.d_sae)
-    fires = torch.zeros(tokens.shape[0], d_sae, dtype=torch.bool)
-    starts = range(0, tokens.shape[0], batch_size)
-    with torch.inference_mode():
-        for b, start in enumerate(starts):
-            rows = slice(start, start + batch_size)
-            act = cache_activations(run, tokens[rows].to(run.cfg.device), [hook])[hook]
-            f_BLD = sae.encode(act.to(device=sae.device, dtype=sae.dtype))
-            f_BLD = f_BLD.reshape(*f_BLD.shape[:2], d_sae)
-            fires[rows] = ((f_BLD > 0) & keep[rows, :, None].to(f_BLD.device)).any(dim=1).cpu()
-            if progress is not None:
-                progress(b + 1, len(starts))
-    return fires
+    rows = token_rows(handle, loaded, tokens, separator_id(handle.tokenizer), batch_size,
+                      compute_dtype=compute_dtype, progress=progress)  # fmt: skip
+    return torch.from_numpy(rows.row_fires())
 
 
 def token_presence(tokens: torch.Tensor, keep: torch.Tensor, vocab: int, *, before: bool = False) -> sparse.csr_matrix:
