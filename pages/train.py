@@ -68,6 +68,10 @@ if sweep_mode:
                                 default=default_axis, key=f"train_sweep_{axis}")  # fmt: skip
     width_options = sorted({*options["d_sae"], int(d_sae)})
     grid["d_sae"] = s2.multiselect("Widths d_sae", width_options, default=[int(d_sae)], key="train_sweep_d_sae")
+    sweep_hooks = st.multiselect("Hooks (one harvest pass feeds them all)", choices.hooks, default=[hook],
+                                 key="train_sweep_hooks")  # fmt: skip
+    if len(sweep_hooks) > 1:
+        grid["hook"] = sweep_hooks
 
 try:
     request = make_request(

@@ -63,7 +63,7 @@ def test_run_sweep__trains_each_run_from_one_harvest_and_resumes(tiny_handle, tm
     outs = sw.run_sweep(tiny_handle, sweep, tmp_path, lambda p, d, t: phases.append(p),
                         lambda i, r, c: started.append((i, r.name)))  # fmt: skip
     assert [p.name for p in outs] == ["sw-k2", "sw-k4"] and started == [(0, "sw-k2"), (1, "sw-k4")]
-    assert len(shards) == 2 and shards[0] > 0 and shards[1] == 0, f"the second run harvested again: {shards}"
+    assert len(shards) == 1 and shards[0] > 0, f"the second run harvested again: {shards}"
     for out in outs:
         assert (out / "eval.json").exists() and (out / "dashboards" / "labels.json").exists()
         assert json.loads((out / "cfg.json").read_text())["k"] == int(out.name[-1])
@@ -132,3 +132,27 @@ def test_cli__saelab_sweep_trains_and_prints_each_runs_metrics(tiny_handle, tmp_
     assert "SAE: c-k2" in out and "SAE: c-k4" in out and "l0:" in out
     assert cli.main(argv) == 0
     assert "c-k2: done" in capsys.readouterr().out
+
+
+def test_run_sweep__several_hooks_from_one_harvest_pass(tiny_handle, tmp_path, monkeypatch):
+    import saelab.activations as acts
+
+    passes: list[tuple[list[str], int]] = []
+    harvest = acts.harvest
+
+    def counting(handle, corpus, cfg, out, **kw):
+        result = harvest(handle, corpus, cfg, out, **kw)
+        passes.append((list(cfg.hooks), result.tokens_computed))
+        return result
+
+    monkeypatch.setattr(acts, "harvest", counting)
+    hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    sweep = sw.SweepRequest(_base("hk"), {"hook": hooks, "k": [2]})
+    assert [r.name for r in sweep.runs()] == ["hk-l0-resid_post-k2", "hk-l1-resid_post-k2"]
+    phases: list[str] = []
+    outs = sw.run_sweep(tiny_handle, sweep, tmp_path, lambda p, d, t: phases.append(p))
+    computed = [(h, n) for h, n in passes if n > 0]
+    assert computed == [(hooks, computed[0][1])], f"one pass over both hooks, nothing harvested again: {passes}"
+    assert "harvest (2 hooks, one pass)" in phases and not any(p.endswith("· harvest") for p in phases)
+    assert [json.loads((o / "cfg.json").read_text())["metadata"]["hook_name"] for o in outs] == hooks
+    assert sw.parse_values("blocks.0.hook_resid_post, blocks.1.hook_mlp_out", "hook")[1] == "blocks.1.hook_mlp_out"

@@ -32,6 +32,7 @@ from saelab.features.train_job import (
 from saelab.models.handle import ModelHandle
 
 SWEEPABLE: dict[str, tuple[str, type]] = {  # setting -> (name tag, value type)
+    "hook": ("", str),  # several hooks: one harvest pass feeds them all
     "k": ("k", int),
     "d_sae": ("w", int),
     "coefficient": ("c", float),
@@ -41,8 +42,10 @@ MAX_RUNS = 16  # a sweep is a small grid; a few minutes per run on a laptop CPU
 SWEEP_SUFFIX = "-sweep"
 
 
-def _tag(axis: str, value: float) -> str:
+def _tag(axis: str, value) -> str:
     tag, kind = SWEEPABLE[axis]
+    if kind is str:  # blocks.6.hook_resid_post -> l6-resid_post
+        return str(value).replace("blocks.", "l").replace(".hook_", "-").replace(".", "-")
     return f"{tag}{value:d}" if kind is int else f"{tag}{value:g}"
 
 
@@ -68,7 +71,7 @@ class SweepRequest:
                 typed = [kind(v) for v in values]
             except (TypeError, ValueError):
                 raise BadInputError(f"Sweep values for {axis} must be numbers, got {values!r}.") from None
-            if kind is int and any(t != v for t, v in zip(typed, values, strict=True)):
+            if kind is int and any(t != v for t, v in zip(typed, values, strict=True)):  # 4.5 -> 4 is refused
                 raise BadInputError(f"Sweep values for {axis} must be whole numbers, got {values!r}.")
             clean[axis] = sorted(set(typed))
         unknown = sorted(set(self.grid) - set(SWEEPABLE))
@@ -117,6 +120,10 @@ def parse_values(text: str, axis: str) -> list[Any]:
         raise BadInputError(f"Cannot sweep {axis!r}; sweepable settings: {', '.join(SWEEPABLE)}.")
     kind = SWEEPABLE[axis][1]
     parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    if kind is str:
+        if not parts:
+            raise BadInputError(f"{axis}: give at least one value.")
+        return parts
     try:
         values = [kind(float(p)) if kind is int and float(p).is_integer() else kind(p) for p in parts]
     except ValueError:
@@ -159,8 +166,11 @@ def run_sweep(
     import shutil
 
     runs = sweep.runs()
-    check_sweep(root, sweep)  # refuse before harvesting if a name is taken
+    states = check_sweep(root, sweep)  # refuse before harvesting if a name is taken
     shared = run_paths(root, sweep.name)[1] / "acts"
+    hooks = list(dict.fromkeys(r.hook for r in runs))
+    if len(hooks) > 1 and any(state != "done" for state in states.values()):
+        _harvest_hooks(handle, runs[0], hooks, shared, progress)
     outs = []
     for i, request in enumerate(runs):
         out = run_paths(root, request.name)[0]
@@ -174,6 +184,20 @@ def run_sweep(
         outs.append(out)
     shutil.rmtree(shared.parent, ignore_errors=True)
     return outs
+
+
+def _harvest_hooks(handle: ModelHandle, first: TrainRequest, hooks: list[str], acts: Path, progress: Progress) -> None:
+    """One harvest pass over the runs' shared corpus for every hook of the sweep (resumes; a no-op when done)."""
+    from saelab.activations import HarvestConfig, harvest
+    from saelab.corpus import CorpusConfig, build_corpus
+
+    phase = f"harvest ({len(hooks)} hooks, one pass)"
+    progress(phase, 0, first.n_tokens)
+    corpus = build_corpus(
+        handle.tokenizer, CorpusConfig(seq_len=first.seq_len, n_tokens=first.n_tokens, seed=first.seed)
+    )
+    cfg = HarvestConfig(hooks=[handle.check_hook(h) for h in hooks])
+    harvest(handle, corpus, cfg, acts, progress=lambda d, t: progress(phase, d, t))
 
 
 def sweep_job(handle: ModelHandle, sweep: SweepRequest, root: str | Path) -> Callable[[Any], list[Path]]:

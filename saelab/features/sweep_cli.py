@@ -3,6 +3,7 @@
     saelab sweep --k 16,32,64,128                         # TopK at the default hook, widths 8·d_model
     saelab sweep --d-sae 1152,2304,4608 --k 32 --tokens 200000 --root runs/sweeps
     saelab sweep --arch jumprelu --coefficient 1,3,10 --name jr
+    saelab sweep --hook blocks.6.hook_resid_post,blocks.12.hook_resid_post --k 32   # one harvest pass, two hooks
 Each run is written to ROOT/<name>-<setting><value>... with its eval.json, dashboards and proxy labels, as the
 Train page writes them (point SAELAB_FEATURES at ROOT to see them in the app's SAE picker and on the Compare
 page). Interrupted, the same command resumes: finished runs are skipped. Ends with each run's core metrics.
@@ -34,7 +35,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             (("k", args.k), ("d_sae", args.d_sae), ("coefficient", args.coefficient), ("lr", args.lr)) if text}  # fmt: skip
     fixed = {axis: values[0] for axis, values in grid.items() if len(values) == 1}
     grid = {axis: values for axis, values in grid.items() if len(values) > 1}
-    hook = args.hook or tj.default_hook(handle)
+    hooks = parse_values(args.hook, "hook") if args.hook else [tj.default_hook(handle)]
+    if len(hooks) > 1:
+        grid = {"hook": hooks, **grid}
+    hook = hooks[0]
     name = args.name or f"sweep-{hook.replace('blocks.', 'l').replace('.hook_', '-')}-{arch}"
     base = tj.TrainRequest(
         name=name, hook=hook, architecture=arch, d_sae=int(fixed.get("d_sae", 8 * handle.d_model)),
@@ -45,7 +49,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     sweep = SweepRequest(base, grid)
     root = Path(args.root)
     states = check_sweep(root, sweep)
-    print(f"Sweep of {len(states)} runs on {handle.name} at {hook} ({arch}), into {root}:")
+    print(f"Sweep of {len(states)} runs on {handle.name} at {', '.join(hooks)} ({arch}), into {root}:")
     for run, state in states.items():
         print(f"  {run}: {state}")
     with phase_bars() as progress:
@@ -63,7 +67,8 @@ def register(sub) -> None:
     p = sub.add_parser("sweep", help="train a small grid of SAEs (k, width, coefficient, lr) from one harvest",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--model", default=DEFAULT_MODEL, help="model spec (default: %(default)s)")
-    p.add_argument("--hook", default=None, help="hook (default: the model's default hook)")
+    p.add_argument("--hook", default=None,
+                   help="hook, or comma-separated hooks harvested in one pass (default: the model's default hook)")  # fmt: skip
     p.add_argument("--arch", default="topk", help="architecture (saelab train --help lists them)")
     for axis, example in (("k", "16,32,64"), ("d-sae", "2304,4608"), ("coefficient", "1,3,10"), ("lr", "1e-4,3e-4")):
         p.add_argument(

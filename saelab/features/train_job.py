@@ -41,7 +41,7 @@ from saelab.configs import DictConfig
 from saelab.errors import BadInputError
 from saelab.models.handle import ModelHandle
 from saelab.sae.registry import architecture_names, get_architecture
-from saelab.storage import DASHBOARD_DIR, EVAL_FILE, read_json, write_json
+from saelab.storage import DASHBOARD_DIR, EVAL_FILE, HARVEST_MANIFEST, read_json, write_json
 
 RUNS_DIR = ".runs"  # hidden folder under the features root: requests and harvests of app trainings
 REQUEST_FILE = "request.json"
@@ -246,6 +246,15 @@ class CurveBuffer:
             return max(0.0, per_step * (self.total_steps - self.last[0]))
 
 
+def _holds(acts: Path, hook: str) -> bool:
+    """True when `acts` is a complete harvest that includes `hook`."""
+    try:
+        manifest = read_json(acts / HARVEST_MANIFEST)
+    except Exception:
+        return False
+    return isinstance(manifest, dict) and bool(manifest.get("complete")) and hook in manifest.get("hooks", [])
+
+
 def _stage_done(out: Path, request: TrainRequest) -> bool:
     """True when `out` holds the SAE this request trains (an earlier attempt got past training)."""
     try:
@@ -291,9 +300,11 @@ def run_training(
     curves = curves if curves is not None else CurveBuffer(request.d_sae)
 
     if not _stage_done(out, request):
-        progress("harvest", 0, request.n_tokens)
-        corpus = build_corpus(handle.tokenizer, CorpusConfig(seq_len=seq, n_tokens=request.n_tokens, seed=request.seed))
-        harvest(handle, corpus, HarvestConfig(hooks=[hook]), acts, progress=lambda d, t: progress("harvest", d, t))
+        if not (shared and _holds(acts, hook)):  # a sweep over hooks harvested them all in one pass
+            progress("harvest", 0, request.n_tokens)
+            corpus = build_corpus(handle.tokenizer, CorpusConfig(seq_len=seq, n_tokens=request.n_tokens,
+                                                                 seed=request.seed))  # fmt: skip
+            harvest(handle, corpus, HarvestConfig(hooks=[hook]), acts, progress=lambda d, t: progress("harvest", d, t))
         store = ActivationStore(acts)
         meta = {
             "model": handle.name,
