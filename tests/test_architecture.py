@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("models", ("saelab.models",)),
     ("hooks", ("saelab.hooks", "saelab.batching", "saelab.decode")),
-    ("activations", ("saelab.activations",)),
+    ("activations", ("saelab.activations", "saelab.distributed")),  # distributed: where shards are computed
     ("sae", ("saelab.sae",)),
     ("features", ("saelab.features",)),
     (
@@ -53,7 +53,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("ui", ("saelab.ui",)),
     ("pages", ("pages", "app")),
 ]
-ENTRY_MODULE_NAMES = ("cli", "eval_cli")  # `saelab.<area>.cli` modules are command-line entry points
+ENTRY_MODULE_NAMES = ("cli", "eval_cli", "sweep_cli")  # `saelab.<area>.cli` modules are command-line entry points
 
 
 def _module_name(path: Path) -> str:
