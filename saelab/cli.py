@@ -31,7 +31,9 @@ COMMAND_MODULES = (
 
 
 def _hook_slug(hook: str) -> str:
-    return hook.replace("blocks.", "l").replace(".hook_", "-").replace(".", "-")
+    from saelab.hooks import hook_slug
+
+    return hook_slug(hook)
 
 
 def cmd_harvest(args: argparse.Namespace) -> int:

@@ -90,3 +90,8 @@ def cache_activations(
 def active_hook_count(handle: ModelHandle) -> int:
     """How many forward/backward hooks are attached right now (0 outside a gate)."""
     return sum(len(hp._forward_hooks) + len(hp._backward_hooks) for hp in handle.model.hook_dict.values())
+
+
+def hook_slug(hook: str) -> str:
+    """A hook name as a folder-name part: blocks.6.hook_resid_post -> l6-resid_post."""
+    return hook.replace("blocks.", "l").replace(".hook_", "-").replace(".", "-")

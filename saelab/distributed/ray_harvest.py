@@ -16,7 +16,6 @@ joins a running one (docs/cluster.md).
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -25,7 +24,6 @@ import torch
 
 from saelab.errors import BadInputError
 
-log = logging.getLogger(__name__)
 MAX_IN_FLIGHT_PER_WORKER = 2  # shards queued per actor: keeps actors busy without holding the corpus twice
 
 
@@ -79,7 +77,9 @@ class RayShardRunner:
     def __init__(self, model_spec: str, *, address: str = "local", workers: int = 2, threads_per_worker: int = 1,
                  max_retries: int = 3) -> None:  # fmt: skip
         if workers < 1 or threads_per_worker < 1:
-            raise BadInputError(f"--ray-workers must be ≥ 1, got {workers}.")
+            raise BadInputError(
+                f"Ray needs ≥ 1 worker and ≥ 1 thread per worker, got {workers} and {threads_per_worker}."
+            )
         self.model_spec, self.address, self.workers = model_spec, address, workers
         self.threads, self.max_retries = threads_per_worker, max_retries
         self.actors: list[Any] = []

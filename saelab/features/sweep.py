@@ -1,9 +1,9 @@
 """Sweeps: train a small grid of SAEs one after another from one harvest (issue 16).
 
-A sweep is a base `TrainRequest` and a grid over some of its settings (`SWEEPABLE`: k, width, sparsity
-coefficient, learning rate). Every run of the grid shares the base's hook, token count, seed and row length, so
-one harvest feeds them all: the first run harvests into the sweep's work folder, the others reuse it (the
-harvest is idempotent on a complete folder), and it is deleted when the last run ends. Each run is an ordinary
+A sweep is a base `TrainRequest` and a grid over some of its settings (`SWEEPABLE`: hook, k, width, sparsity
+coefficient, learning rate). Every run shares the base's token count, seed and row length, so one harvest feeds
+them all: the first run harvests into the sweep's work folder (several hooks: all of them in one pass, first), the
+others train from it, and it is deleted when the last run ends. Each run is an ordinary
 app training run (`train_job.run_training`: train, evaluate, dashboards + labels) named
 `<base name>-<axis><value>...`, so its SAE appears in the SAE picker and, with its eval.json, on the Compare
 page's Pareto plot. A cancelled or failed sweep resumes: finished runs are skipped, the unfinished one resumes.
@@ -29,6 +29,7 @@ from saelab.features.train_job import (
     run_training,
     uses_k,
 )
+from saelab.hooks import hook_slug
 from saelab.models.handle import ModelHandle
 
 SWEEPABLE: dict[str, tuple[str, type]] = {  # setting -> (name tag, value type)
@@ -45,7 +46,7 @@ SWEEP_SUFFIX = "-sweep"
 def _tag(axis: str, value) -> str:
     tag, kind = SWEEPABLE[axis]
     if kind is str:  # blocks.6.hook_resid_post -> l6-resid_post
-        return str(value).replace("blocks.", "l").replace(".hook_", "-").replace(".", "-")
+        return hook_slug(str(value))
     return f"{tag}{value:d}" if kind is int else f"{tag}{value:g}"
 
 

@@ -26,6 +26,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from saelab.compare.metrics import read_metrics
     from saelab.features import train_job as tj
     from saelab.features.sweep import SweepRequest, check_sweep, parse_values, run_sweep
+    from saelab.hooks import hook_slug
     from saelab.models import load_model
     from saelab.progress import phase_bars
 
@@ -39,7 +40,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if len(hooks) > 1:
         grid = {"hook": hooks, **grid}
     hook = hooks[0]
-    name = args.name or f"sweep-{hook.replace('blocks.', 'l').replace('.hook_', '-')}-{arch}"
+    name = args.name or f"sweep-{hook_slug(hook)}-{arch}"
     base = tj.TrainRequest(
         name=name, hook=hook, architecture=arch, d_sae=int(fixed.get("d_sae", 8 * handle.d_model)),
         k=int(fixed.get("k", 32)), coefficient=fixed.get("coefficient"), n_tokens=args.tokens,

@@ -69,8 +69,9 @@ def uses_k(architecture: str) -> bool:
 
 
 def default_name(hook: str, architecture: str, d_sae: int) -> str:
-    slug = hook.replace("blocks.", "l").replace(".hook_", "-").replace(".", "-")
-    return f"app-{slug}-{architecture}-{d_sae}"
+    from saelab.hooks import hook_slug
+
+    return f"app-{hook_slug(hook)}-{architecture}-{d_sae}"
 
 
 def make_request(**settings) -> TrainRequest:
