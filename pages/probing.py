@@ -154,7 +154,11 @@ if stored is not None:
         top3 = [r["latent"] for r in latent_rows[:3]]
         try:
             for row in report.predictions[:n_show]:
-                st.html(ui.highlighted_example(str(ctx.sae_path), current_model_spec(), row, top3, report.config["max_tokens"]))
+                st.html(
+                    ui.highlighted_example(
+                        str(ctx.sae_path), current_model_spec(), row, top3, report.config["max_tokens"]
+                    )
+                )
         except Exception as err:
             show_error(err)
     elif report.top_features:

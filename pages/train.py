@@ -73,6 +73,17 @@ if sweep_mode:
     if len(sweep_hooks) > 1:
         grid["hook"] = sweep_hooks
 
+on_ray = st.toggle("Run on Ray: harvest shards and dashboards (and a sweep's runs, side by side) on Ray actors",
+                   key="train_ray", help="docs/cluster.md: 'local' starts a private cluster here; 'auto' or "
+                   "ray://host:port joins a running one (outputs must be on a filesystem every node shares)")  # fmt: skip
+ray = None
+if on_ray:
+    r1, r2 = st.columns(2)
+    ray = (r1.text_input("Ray address", "local", key="train_ray_address"),
+           int(r2.number_input("Ray workers (model copies)", 1, 64, 2, key="train_ray_workers")))  # fmt: skip
+    if sweep_mode:
+        st.caption("On Ray each actor trains one run at a time; the page reports runs as they finish (no live curves).")
+
 try:
     request = make_request(
         name=name, hook=hook, architecture=arch, d_sae=int(d_sae), k=int(k),
@@ -92,7 +103,7 @@ if isinstance(status, dict):  # a sweep: each run's state
     if st.button(f"Start sweep ({len(status)} runs)", type="primary", disabled=n_done == len(status),
                  key="train_sweep_start") and sweep is not None:  # fmt: skip
         try:
-            start_sweep(sweep)
+            start_sweep(sweep, ray)
         except Exception as err:
             show_error(err)
 else:
@@ -107,7 +118,7 @@ else:
         and request is not None
     ):
         try:
-            start_training(request)
+            start_training(request, ray)
         except Exception as err:
             show_error(err)
 

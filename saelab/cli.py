@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from saelab.defaults import DEFAULT_HOOK, DEFAULT_MODEL, default_sae_dir
+from saelab.distributed import add_ray_arguments, shard_runner
 from saelab.errors import SaelabError
 
 # Modules that add their own subcommands: each has `register(sub)` taking argparse's subparsers and
@@ -53,11 +54,7 @@ def cmd_harvest(args: argparse.Namespace) -> int:
     )
     corpus = build_corpus(handle.tokenizer, corpus_cfg)
     cfg = HarvestConfig(hooks=hooks, batch_size=args.batch_size, compute_dtype=args.dtype, store_dtype=args.store_dtype)
-    runner = None
-    if args.ray:
-        from saelab.distributed.ray_harvest import RayShardRunner
-
-        runner = RayShardRunner(args.model, address=args.ray, workers=args.ray_workers)
+    runner = shard_runner(args, args.model)
     try:
         result = harvest(handle, corpus, cfg, out, runner=runner)
     finally:
@@ -218,9 +215,13 @@ def cmd_dashboards(args: argparse.Namespace) -> int:
         corpus, last = heldout, max(0, int(heldout.tokens.shape[0]) - n_label_rows)
         tokens = heldout.tokens[: min(last, args.tokens // args.seq_len)]
         where = {"rows": [0, int(tokens.shape[0])], "note": "held-out split; the last rows are kept for label scoring"}
-    out = build_dashboards(
-        handle, loaded, tokens, DashboardConfig(), corpus_provenance={**corpus.provenance(), **where}
-    )
+    pool = shard_runner(args, args.model or (meta.model if meta else DEFAULT_MODEL))
+    try:
+        out = build_dashboards(handle, loaded, tokens, DashboardConfig(),
+                               corpus_provenance={**corpus.provenance(), **where}, pool=pool)  # fmt: skip
+    finally:
+        if pool is not None:
+            pool.shutdown()
     if not args.no_labels:
         write_labels(args.sae, label_all(handle, loaded, args.sae, label_rows))
     print(f"dashboards written to {out}")
@@ -329,10 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16", help="compute dtype")
     h.add_argument("--store-dtype", choices=["float32", "float16", "bfloat16"], default="float16")
     h.add_argument("--out", help="output folder (default: runs/acts-<hook>)")
-    h.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                   help="compute shards on Ray actors: 'local' (default) starts a cluster here, 'auto' or "
-                   "ray://host:port joins one (docs/cluster.md); same output folder as without")  # fmt: skip
-    h.add_argument("--ray-workers", type=int, default=2, help="actors (model copies) with --ray (default 2)")
+    add_ray_arguments(h, "shards")
     h.set_defaults(func=cmd_harvest)
 
     t = sub.add_parser("train", help="train an SAE with SAE-Lens on a harvest folder")
@@ -415,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-labels", action="store_true", help="skip the offline proxy labels")
     d.add_argument("--labels-only", action="store_true",
                    help="keep the dashboards; remake and rescore the offline proxy labels only")  # fmt: skip
+    add_ray_arguments(d, "the activations phase (labels stay on this machine)")
     d.set_defaults(func=cmd_dashboards)
 
     for name in COMMAND_MODULES:

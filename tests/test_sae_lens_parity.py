@@ -163,7 +163,7 @@ def test_shipped_default__carries_the_metadata_and_still_loads(tiny_handle):
     store = _store(tiny_handle.model, sae, rows)
     assert (store.context_size, store.prepend_bos, store.hook_name) == (128, False, "blocks.12.hook_resid_post")
     # weights untouched: the dashboards were built for exactly these bytes
-    from saelab.features.dashboards import _fingerprint
+    from saelab.features.dashboard_collect import sae_fingerprint
 
     dash = read_json(SHIPPED / DASHBOARD_DIR / "meta.json")
-    assert _fingerprint(load_sae(SHIPPED)) == dash["sae"]["fingerprint"]
+    assert sae_fingerprint(load_sae(SHIPPED)) == dash["sae"]["fingerprint"]

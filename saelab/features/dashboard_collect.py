@@ -14,6 +14,7 @@ and the build starts over, saying so in the log.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from saelab.errors import BadInputError, CorruptFileError
 from saelab.hooks import cache_activations
 from saelab.models.handle import ModelHandle
 from saelab.sae.files import LoadedSAE
-from saelab.storage import load_tensors, read_json, save_tensors, write_json
+from saelab.storage import SAE_WEIGHTS_FILE, load_tensors, read_json, save_tensors, write_json
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,70 @@ class Checkpoint:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def encode_batch(handle: ModelHandle, loaded: LoadedSAE, tokens_BP: torch.Tensor, keep_BP: torch.Tensor,
+                 flat_BP: torch.Tensor) -> dict[str, torch.Tensor] | None:  # fmt: skip
+    """One batch: forward, encode, and the positive activations of its `keep` positions as (flat token index,
+    latent, value), with this batch's per-latent count, sum and max (None when nothing in it is kept)."""
+    if not keep_BP.any():
+        return None
+    sae, hook, d = loaded.sae, loaded.hook, int(loaded.sae.cfg.d_sae)
+    act = cache_activations(handle, tokens_BP, [hook], stop_early=True)[hook]
+    f_ND = sae.encode(act[keep_BP].to(device=sae.device, dtype=sae.dtype))
+    f_ND = (f_ND.to_dense() if f_ND.is_sparse else f_ND).float().cpu()
+    nz = (f_ND > 0).nonzero()
+    row, lat = nz[:, 0], nz[:, 1]
+    val = f_ND[row, lat]
+    vmax = torch.zeros(d, dtype=torch.float32).scatter_reduce_(0, lat, val, "amax")
+    return {
+        "tok": flat_BP[keep_BP][row],
+        "lat": lat.to(torch.int16 if d <= 32767 else torch.int32),
+        "val": val.clamp(max=F16_MAX).half(),
+        "count": torch.bincount(lat, minlength=d),
+        "total": torch.bincount(lat, weights=val.double(), minlength=d),
+        "vmax": vmax,
+    }
+
+
+def sae_fingerprint(loaded: LoadedSAE) -> str:
+    """sha256[:16] of the SAE's weights file (of W_dec when it has none): which SAE a build or checkpoint is of."""
+    path = Path(loaded.path) / SAE_WEIGHTS_FILE
+    h = hashlib.sha256()
+    if path.is_file():
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+    else:
+        h.update(loaded.sae.W_dec.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+_SAES: dict[tuple[str, str, str], LoadedSAE] = {}  # on a Ray actor: SAEs already read, by (path, hook, fingerprint)
+
+
+def encode_rows(handle: ModelHandle, sae_path: str, hook: str, fingerprint: str, tokens: torch.Tensor,
+                keep: torch.Tensor, flat: torch.Tensor, batch_size: int) -> list[dict[str, torch.Tensor] | None]:  # fmt: skip
+    """On a Ray actor (`dashboards --ray`): `encode_batch` for each batch of these rows, the SAE read from
+    `sae_path` (a shared filesystem) and checked to be the driver's by its weights' fingerprint."""
+    from saelab.sae.files import load_sae
+
+    key = (sae_path, hook, fingerprint)
+    if key not in _SAES:
+        loaded = load_sae(sae_path, handle=handle, hook=hook)
+        found = sae_fingerprint(loaded)
+        if found != fingerprint:
+            raise BadInputError(
+                f"The SAE at {sae_path} on this Ray node is not the driver's (weights {found} vs {fingerprint}): "
+                "put SAEs on a filesystem every node shares (docs/cluster.md)."
+            )
+        _SAES[key] = loaded
+    loaded = _SAES[key]
+    return [encode_batch(handle, loaded, tokens[b0 : b0 + batch_size], keep[b0 : b0 + batch_size],
+                         flat[b0 : b0 + batch_size]) for b0 in range(0, len(tokens), batch_size)]  # fmt: skip
+
+
+BATCHES_PER_TASK = 4  # dashboards --ray: rows sent to an actor at once (a task costs ~1 s of overhead)
+
+
 def collect(
     handle: ModelHandle,
     loaded: LoadedSAE,
@@ -102,12 +167,17 @@ def collect(
     tick: Callable[[int], None],
     checkpoint: Checkpoint | None = None,
     checkpoint_rows: int = 0,
+    pool: Any = None,
+    compute_dtype: str = "float32",
 ) -> Entries:
     """Forward + encode every batch of rows; keep the positive activations of the `keep` positions.
 
     With a `checkpoint`, resume from it and save a chunk every `checkpoint_rows` rows (rounded up to whole
-    batches)."""
-    sae, hook, d = loaded.sae, loaded.hook, int(loaded.sae.cfg.d_sae)
+    batches). With a `pool` (`saelab.distributed.ray_pool.RayModelPool`), the batches are computed on its actors
+    (`encode_rows`, `BATCHES_PER_TASK` batches per task) and merged here in batch order exactly as the local
+    ones are, so the entries and statistics are the same bit for bit (`handle` is then only the driver's model,
+    the actors run in `compute_dtype`)."""
+    d = int(loaded.sae.cfg.d_sae)
     lat_dtype = torch.int16 if d <= 32767 else torch.int32
     flat_BP = torch.arange(tokens.numel(), dtype=torch.int32).view_as(tokens)
     count, total = torch.zeros(d, dtype=torch.int64), torch.zeros(d, dtype=torch.float64)
@@ -125,28 +195,23 @@ def collect(
             tick(int(keep[:start].sum()))
     n_entries, saved = sum(len(v) for v in parts[2]), len(parts[0])
     every = max(1, -(-checkpoint_rows // batch_size)) * batch_size if checkpoint_rows else 0
-    for b0 in range(start, len(tokens), batch_size):
+    starts = range(start, len(tokens), batch_size)
+    for b0, r in zip(starts, _batches(handle, loaded, tokens, keep, flat_BP, starts, batch_size, pool, compute_dtype),
+                     strict=True):  # fmt: skip
         keep_BP = keep[b0 : b0 + batch_size]
-        if keep_BP.any():
-            act = cache_activations(handle, tokens[b0 : b0 + batch_size], [hook], stop_early=True)[hook]
-            f_ND = sae.encode(act[keep_BP].to(device=sae.device, dtype=sae.dtype))
-            f_ND = (f_ND.to_dense() if f_ND.is_sparse else f_ND).float().cpu()
-            nz = (f_ND > 0).nonzero()
-            row, lat = nz[:, 0], nz[:, 1]
-            val = f_ND[row, lat]
-            count += torch.bincount(lat, minlength=d)
-            total += torch.bincount(lat, weights=val.double(), minlength=d)
-            vmax.scatter_reduce_(0, lat, val, "amax")
-            n_entries += len(val)
+        if r is not None:
+            count += r["count"]
+            total += r["total"]
+            torch.maximum(vmax, r["vmax"], out=vmax)
+            n_entries += len(r["val"])
             if n_entries > max_entries:
                 raise BadInputError(
                     f"More than max_entries={max_entries:,} positive activations ({n_entries:,} after "
                     f"{b0 + len(keep_BP)} of {len(tokens)} rows): this SAE is too dense for that many tokens. "
                     "Use fewer tokens or raise max_entries (8 bytes of RAM each)."
                 )
-            parts[0].append(flat_BP[b0 : b0 + batch_size][keep_BP][row])
-            parts[1].append(lat.to(lat_dtype))
-            parts[2].append(val.clamp(max=F16_MAX).half())
+            for p, key in zip(parts, ("tok", "lat", "val")):
+                p.append(r[key])
         tick(int(keep_BP.sum()))
         done = min(b0 + batch_size, len(tokens))
         if checkpoint is not None and every and done % every == 0 and done < len(tokens):
@@ -161,4 +226,19 @@ def collect(
     return Entries(tok, lat, val, count, total, vmax)
 
 
-__all__ = ["Checkpoint", "Entries", "collect", "partial_dir"]
+def _batches(handle, loaded, tokens, keep, flat_BP, starts: range, batch_size: int, pool, compute_dtype: str):
+    """`encode_batch` of each batch start, in order: here, or on the pool's actors in chunks of batches."""
+    if pool is None:
+        for b0 in starts:
+            sl = slice(b0, b0 + batch_size)
+            yield encode_batch(handle, loaded, tokens[sl], keep[sl], flat_BP[sl])
+        return
+    step, fingerprint = batch_size * BATCHES_PER_TASK, sae_fingerprint(loaded)
+    chunks = range(starts.start, starts.stop, step)
+    items = ((str(loaded.path), loaded.hook, fingerprint, tokens[c : c + step].clone(), keep[c : c + step].clone(),
+              flat_BP[c : c + step].clone(), batch_size) for c in chunks)  # fmt: skip
+    for results in pool.map(encode_rows, items, dtype=compute_dtype):
+        yield from results
+
+
+__all__ = ["Checkpoint", "Entries", "collect", "encode_batch", "encode_rows", "partial_dir", "sae_fingerprint"]

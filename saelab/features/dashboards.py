@@ -42,7 +42,7 @@ from saelab.configs import DictConfig
 from saelab.corpus import separator_id, sink_mask
 from saelab.errors import BadInputError, CorruptFileError
 from saelab.features import projection
-from saelab.features.dashboard_collect import F16_MAX, Checkpoint, Entries, collect, partial_dir
+from saelab.features.dashboard_collect import F16_MAX, Checkpoint, Entries, collect, partial_dir, sae_fingerprint
 from saelab.features.decoder_stats import logit_effects, neighbours
 from saelab.features.labels import read_labels
 from saelab.features.store import (
@@ -200,18 +200,6 @@ def _statistics(e: Entries, tokens: torch.Tensor, n_tokens: int, cfg: DashboardC
     return out
 
 
-def _fingerprint(loaded: LoadedSAE) -> str:
-    path = Path(loaded.path) / SAE_WEIGHTS_FILE
-    h = hashlib.sha256()
-    if path.is_file():
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                h.update(block)
-    else:
-        h.update(loaded.sae.W_dec.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def _check_tokens(tokens: torch.Tensor, handle: ModelHandle) -> torch.Tensor:
     if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2 or tokens.numel() == 0 or tokens.is_floating_point():
         raise BadInputError("tokens must be a non-empty integer tensor [n_seq, seq_len] (e.g. CorpusTokens.tokens)")
@@ -248,6 +236,7 @@ def build_dashboards(
     out_dir: str | Path | None = None,
     progress: Progress | None = None,
     corpus_provenance: dict[str, Any] | None = None,
+    pool: Any = None,
 ) -> Path:
     """Compute every latent's dashboard over `tokens` `[n_seq, seq_len]`; write `out_dir` (default
     `<loaded.path>/dashboards`) atomically and return it.
@@ -256,6 +245,9 @@ def build_dashboards(
     analysed tokens, 0 … n_tokens), then "statistics", "logits", "neighbours", "projection" and "write"
     (0/1 at the start, 1/1 at the end); a tqdm bar shows the activations phase on a terminal. A labels.json
     already in `out_dir` is kept when it was made for the same SAE weights, dropped otherwise.
+
+    `pool` (a `saelab.distributed.ray_pool.RayModelPool`, `saelab dashboards --ray`) computes the activations
+    phase on Ray actors, merged in batch order: the same dashboards as without it (tests/test_ray.py).
 
     Cost: the forward pass dominates (see `saelab.activations` for speeds). RAM: ~8 bytes per positive
     activation held, plus ~16 during the sort (TopK k=64 over 1M tokens: ~3 GB at the peak).
@@ -272,7 +264,7 @@ def build_dashboards(
         raise BadInputError("No token is left to analyse once row starts and separators are skipped.")
     report = progress or (lambda phase, done, total: None)
     phase = _Phases(report)
-    fingerprint = _fingerprint(loaded)
+    fingerprint = sae_fingerprint(loaded)
     tokens_fingerprint = hashlib.sha256(tokens.numpy().tobytes()).hexdigest()[:16]
     settings = {k: v for k, v in cfg.to_dict().items() if k != "checkpoint_rows"}
     identity = {"sae": fingerprint, "tokens": tokens_fingerprint, "hook": hook, "config": settings}
@@ -280,7 +272,7 @@ def build_dashboards(
 
     with torch.inference_mode():
         with phase("activations", n_tokens), tqdm(total=n_tokens, unit="tok", desc="dashboards", disable=None) as bar:
-            run_handle = compute_handle(handle, _DTYPES[cfg.compute_dtype])
+            run_handle = compute_handle(handle, _DTYPES[cfg.compute_dtype]) if pool is None else handle
 
             def tick(n: int) -> None:
                 bar.update(n)
@@ -288,7 +280,8 @@ def build_dashboards(
 
             checkpoint = Checkpoint(partial_dir(out), identity)
             entries = collect(run_handle, loaded, tokens, keep, batch_size=cfg.batch_size, max_entries=cfg.max_entries,
-                              tick=tick, checkpoint=checkpoint, checkpoint_rows=cfg.checkpoint_rows)  # fmt: skip
+                              tick=tick, checkpoint=checkpoint, checkpoint_rows=cfg.checkpoint_rows, pool=pool,
+                              compute_dtype=cfg.compute_dtype)  # fmt: skip
             del run_handle
         n_entries = len(entries.val)
         with phase("statistics"):
@@ -296,7 +289,9 @@ def build_dashboards(
             del entries
         W_dec = sae.W_dec.detach().float().cpu()
         with phase("logits"):
-            logits, logit_formula = logit_effects(handle, loaded.decoder_hook, W_dec, cfg.n_logits)  # transcoders: output
+            logits, logit_formula = logit_effects(
+                handle, loaded.decoder_hook, W_dec, cfg.n_logits
+            )  # transcoders: output
         with phase("neighbours"):
             tensors.update(logits, **neighbours(W_dec, cfg.n_neighbours))
         with phase("projection"):

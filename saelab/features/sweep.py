@@ -7,6 +7,11 @@ others train from it, and it is deleted when the last run ends. Each run is an o
 app training run (`train_job.run_training`: train, evaluate, dashboards + labels) named
 `<base name>-<axis><value>...`, so its SAE appears in the SAE picker and, with its eval.json, on the Compare
 page's Pareto plot. A cancelled or failed sweep resumes: finished runs are skipped, the unfinished one resumes.
+
+On Ray (`saelab sweep --ray`, the Train page's Ray choice; issue 18) the harvest's shards are computed by the
+actors of a `saelab.distributed.ray_harvest.RayShardRunner`, then the runs train side by side, one per actor
+(each actor holds a model copy for evaluation and dashboards), writing into the same `root`: a filesystem every
+node shares. Each run is the same `run_training` call; the driver reports runs as they finish (no live curves).
 """
 
 from __future__ import annotations
@@ -159,19 +164,26 @@ def run_sweep(
     root: str | Path,
     progress: Progress,
     on_run: Callable[[int, TrainRequest, CurveBuffer], None] | None = None,
+    pool: Any = None,
 ) -> list[Path]:
     """Train every run of `sweep` in order (shared harvest); returns the SAE folders, in grid order.
 
     `progress(phase, done, total)` gets phases like "run 2/4 (…-k32) · train"; `on_run(i, request, curves)` is
-    called as run i starts, with the curve buffer its training fills."""
+    called as run i starts, with the curve buffer its training fills. With `pool` (a `RayShardRunner`) the
+    harvest and the runs happen on its Ray actors (see the module docstring)."""
     import shutil
 
     runs = sweep.runs()
     states = check_sweep(root, sweep)  # refuse before harvesting if a name is taken
     shared = run_paths(root, sweep.name)[1] / "acts"
     hooks = list(dict.fromkeys(r.hook for r in runs))
-    if len(hooks) > 1 and any(state != "done" for state in states.values()):
-        _harvest_hooks(handle, runs[0], hooks, shared, progress)
+    todo = any(state != "done" for state in states.values())
+    if todo and (len(hooks) > 1 or pool is not None):
+        _harvest_hooks(handle, runs[0], hooks, shared, progress, runner=pool)
+    if pool is not None:
+        outs = _run_on_pool(pool, runs, root, shared, progress)
+        shutil.rmtree(shared.parent, ignore_errors=True)
+        return outs
     outs = []
     for i, request in enumerate(runs):
         out = run_paths(root, request.name)[0]
@@ -187,7 +199,28 @@ def run_sweep(
     return outs
 
 
-def _harvest_hooks(handle: ModelHandle, first: TrainRequest, hooks: list[str], acts: Path, progress: Progress) -> None:
+def _train_remote(handle: ModelHandle, request: dict[str, Any], root: str, acts: str) -> str:
+    """On a Ray actor: one run of a sweep, as the single-process sweep runs it."""
+    if finished(root, TrainRequest.from_dict(request)):
+        return str(run_paths(root, request["name"])[0])
+    req = TrainRequest.from_dict(request)
+    return str(run_training(handle, req, root, lambda p, d, t: None, CurveBuffer(req.d_sae), acts=Path(acts)))
+
+
+def _run_on_pool(pool: Any, runs: list[TrainRequest], root: str | Path, shared: Path, progress: Progress) -> list[Path]:
+    """Every run on the pool's actors, one run per actor at a time; progress counts finished runs."""
+    phase = f"runs on Ray ({len(pool.start())} workers)"
+    progress(phase, 0, len(runs))
+    items = ((r.to_dict(), str(root), str(shared)) for r in runs)
+    outs = []
+    for i, out in enumerate(pool.map(_train_remote, items, dtype=None, in_flight=1)):
+        outs.append(Path(out))
+        progress(phase, i + 1, len(runs))
+    return outs
+
+
+def _harvest_hooks(handle: ModelHandle, first: TrainRequest, hooks: list[str], acts: Path, progress: Progress,
+                   runner: Any = None) -> None:  # fmt: skip
     """One harvest pass over the runs' shared corpus for every hook of the sweep (resumes; a no-op when done)."""
     from saelab.activations import HarvestConfig, harvest
     from saelab.corpus import CorpusConfig, build_corpus
@@ -198,11 +231,14 @@ def _harvest_hooks(handle: ModelHandle, first: TrainRequest, hooks: list[str], a
         handle.tokenizer, CorpusConfig(seq_len=first.seq_len, n_tokens=first.n_tokens, seed=first.seed)
     )
     cfg = HarvestConfig(hooks=[handle.check_hook(h) for h in hooks])
-    harvest(handle, corpus, cfg, acts, progress=lambda d, t: progress(phase, d, t))
+    harvest(handle, corpus, cfg, acts, progress=lambda d, t: progress(phase, d, t), runner=runner)
 
 
-def sweep_job(handle: ModelHandle, sweep: SweepRequest, root: str | Path) -> Callable[[Any], list[Path]]:
-    """`run_sweep` as a `saelab.jobs` function; publishes "sweep" (a `SweepStatus`) and the current "curves"."""
+def sweep_job(
+    handle: ModelHandle, sweep: SweepRequest, root: str | Path, pool: Any = None
+) -> Callable[[Any], list[Path]]:
+    """`run_sweep` as a `saelab.jobs` function; publishes "sweep" (a `SweepStatus`) and the current "curves"
+    (with a Ray `pool`: only "sweep", its `finished` list growing as runs end; the pool is shut down at the end)."""
 
     def fn(ctx) -> list[Path]:
         status = SweepStatus([r.name for r in sweep.runs()])
@@ -214,6 +250,18 @@ def sweep_job(handle: ModelHandle, sweep: SweepRequest, root: str | Path) -> Cal
             status.current = i
             ctx.publish("curves", curves)
 
+        if pool is not None:
+
+            def progress(phase: str, done: int, total: int) -> None:
+                if phase.startswith("runs on Ray"):
+                    status.finished[:] = status.runs[:done]
+                    status.current = done if done < len(status.runs) else -1
+                ctx.phase_progress(phase, done, total)
+
+            try:
+                return run_sweep(handle, sweep, root, progress, pool=pool)
+            finally:
+                pool.shutdown()
         outs = run_sweep(handle, sweep, root, ctx.phase_progress, on_run)
         status.finished.append(status.runs[status.current])
         return outs

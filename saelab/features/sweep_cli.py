@@ -4,6 +4,7 @@
     saelab sweep --d-sae 1152,2304,4608 --k 32 --tokens 200000 --root runs/sweeps
     saelab sweep --arch jumprelu --coefficient 1,3,10 --name jr
     saelab sweep --hook blocks.6.hook_resid_post,blocks.12.hook_resid_post --k 32   # one harvest pass, two hooks
+    saelab sweep --k 16,32,64,128 --ray --ray-workers 4   # harvest shards and runs on Ray actors (docs/cluster.md)
 Each run is written to ROOT/<name>-<setting><value>... with its eval.json, dashboards and proxy labels, as the
 Train page writes them (point SAELAB_FEATURES at ROOT to see them in the app's SAE picker and on the Compare
 page). Interrupted, the same command resumes: finished runs are skipped. Ends with each run's core metrics.
@@ -24,6 +25,7 @@ def _fmt(v: object) -> str:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from saelab.compare.metrics import read_metrics
+    from saelab.distributed import shard_runner
     from saelab.features import train_job as tj
     from saelab.features.sweep import SweepRequest, check_sweep, parse_values, run_sweep
     from saelab.hooks import hook_slug
@@ -53,8 +55,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"Sweep of {len(states)} runs on {handle.name} at {', '.join(hooks)} ({arch}), into {root}:")
     for run, state in states.items():
         print(f"  {run}: {state}")
-    with phase_bars() as progress:
-        outs = run_sweep(handle, sweep, root, progress)
+    pool = shard_runner(args, args.model)
+    try:
+        with phase_bars() as progress:
+            outs = run_sweep(handle, sweep, root, progress, pool=pool)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     print("Core metrics (each run's eval.json, same held-out tokens):")
     for row in read_metrics(outs, [p.name for p in outs]).table_rows():
         print("  " + " · ".join(f"{k}: {_fmt(v)}" for k, v in row.items() if k != "eval tokens"))
@@ -63,6 +70,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     from saelab.defaults import DEFAULT_MODEL
+    from saelab.distributed import add_ray_arguments
     from saelab.features.train_job import MAX_TOKENS, MIN_TOKENS
 
     p = sub.add_parser("sweep", help="train a small grid of SAEs (k, width, coefficient, lr) from one harvest",
@@ -81,4 +89,5 @@ def register(sub) -> None:
     p.add_argument("--dashboard-tokens", type=int, default=65_536, help="dashboard tokens (at most; sized)")
     p.add_argument("--name", default=None, help="run name prefix (default: sweep-<hook>-<arch>)")
     p.add_argument("--root", default="runs", help="folder the SAEs are written into (default: %(default)s)")
+    add_ray_arguments(p, "the harvest's shards and the runs (one per actor; ROOT on a shared filesystem)")
     p.set_defaults(func=cmd_sweep)

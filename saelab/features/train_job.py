@@ -271,6 +271,7 @@ def run_training(
     progress: Progress,
     curves: CurveBuffer | None = None,
     acts: Path | None = None,
+    pool: Any = None,
 ) -> Path:
     """Harvest, train, evaluate and build dashboards + labels for `request`; returns the SAE folder.
 
@@ -279,6 +280,9 @@ def run_training(
 
     `progress(phase, done, total)` names the stage ("harvest", "train", "evaluate", then the dashboard build's
     own phases and "labels"); an exception it raises stops the run where it is, resumable.
+
+    `pool` (a `saelab.distributed.ray_harvest.RayShardRunner`, the Train page's Ray choice) computes the harvest's
+    shards and the dashboards' activations on Ray actors: the same files as without it (tests/test_ray.py).
     """
     from saelab.activations import ActivationStore, HarvestConfig, harvest
     from saelab.corpus import CorpusConfig, build_corpus
@@ -304,7 +308,8 @@ def run_training(
             progress("harvest", 0, request.n_tokens)
             corpus = build_corpus(handle.tokenizer, CorpusConfig(seq_len=seq, n_tokens=request.n_tokens,
                                                                  seed=request.seed))  # fmt: skip
-            harvest(handle, corpus, HarvestConfig(hooks=[hook]), acts, progress=lambda d, t: progress("harvest", d, t))
+            harvest(handle, corpus, HarvestConfig(hooks=[hook]), acts, progress=lambda d, t: progress("harvest", d, t),
+                    runner=pool)  # fmt: skip
         store = ActivationStore(acts)
         meta = {
             "model": handle.name,
@@ -363,6 +368,7 @@ def run_training(
             DashboardConfig(),
             progress=progress,
             corpus_provenance={**corpus.provenance(), **where},
+            pool=pool,
         )
         label_rows = heldout.tokens[n_eval:]
         if int(label_rows.shape[0]):
@@ -377,13 +383,20 @@ def run_training(
     return out
 
 
-def training_job(handle: ModelHandle, request: TrainRequest, root: str | Path) -> Callable[[Any], Path]:
-    """`run_training` as a `saelab.jobs` function: it publishes its `CurveBuffer` as `job.published["curves"]`."""
+def training_job(
+    handle: ModelHandle, request: TrainRequest, root: str | Path, pool: Any = None
+) -> Callable[[Any], Path]:
+    """`run_training` as a `saelab.jobs` function: it publishes its `CurveBuffer` as `job.published["curves"]`
+    (a Ray `pool` is shut down when the run ends)."""
 
     def fn(ctx) -> Path:
         curves = CurveBuffer(request.d_sae)
         ctx.publish("curves", curves)
-        return run_training(handle, request, root, ctx.phase_progress, curves)
+        try:
+            return run_training(handle, request, root, ctx.phase_progress, curves, pool=pool)
+        finally:
+            if pool is not None:
+                pool.shutdown()
 
     return fn
 

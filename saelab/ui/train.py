@@ -92,8 +92,21 @@ def output_status(request: TrainRequest) -> str:
     return check_output(features_root(), request)
 
 
-def start_training(request: TrainRequest) -> Job:
-    """Queue the run (or join the identical one queued or running) and remember it in this session."""
+def ray_pool(ray: tuple[str, int] | None):
+    """A Ray pool (`RayShardRunner`) of `workers` actors at `address` for the current model, or None."""
+    if ray is None:
+        return None
+    from saelab.distributed.ray_harvest import RayShardRunner
+    from saelab.distributed.ray_pool import require_ray
+
+    require_ray()  # a clear error now, not in the job, when Ray is not installed
+    address, workers = ray
+    return RayShardRunner(current_model_spec(), address=address.strip() or "local", workers=int(workers))
+
+
+def start_training(request: TrainRequest, ray: tuple[str, int] | None = None) -> Job:
+    """Queue the run (or join the identical one queued or running) and remember it in this session.
+    `ray`: (address, workers) to compute the harvest and the dashboards on Ray actors (docs/cluster.md)."""
     from saelab.features.train_job import training_job
 
     handle = get_model(current_model_spec())
@@ -102,7 +115,7 @@ def start_training(request: TrainRequest) -> Job:
     if job is None or not job.active:
         output_status(request)  # the name is free, or an unfinished run of these settings
         job = default_queue().submit(
-            TRAIN_JOB, request.key, f"Train {request.name}", training_job(handle, request, root)
+            TRAIN_JOB, request.key, f"Train {request.name}", training_job(handle, request, root, ray_pool(ray))
         )
     st.session_state[SLOT] = job.id
     return job
@@ -128,8 +141,9 @@ def sweep_states(sweep: SweepRequest) -> dict[str, str]:
     return check_sweep(features_root(), sweep)
 
 
-def start_sweep(sweep: SweepRequest) -> Job:
-    """Queue the sweep (one job training its runs in turn) or join the identical one; remember it in this session."""
+def start_sweep(sweep: SweepRequest, ray: tuple[str, int] | None = None) -> Job:
+    """Queue the sweep (one job training its runs in turn, or side by side on Ray actors with `ray` =
+    (address, workers)) or join the identical one; remember it in this session."""
     from saelab.features.sweep import sweep_job
 
     handle = get_model(current_model_spec())
@@ -138,8 +152,9 @@ def start_sweep(sweep: SweepRequest) -> Job:
         sweep_states(sweep)
         runs = len(sweep.runs())
         job = default_queue().submit(
-            TRAIN_JOB, sweep.key, f"Sweep {sweep.base.name} ({runs} runs)", sweep_job(handle, sweep, features_root())
-        )
+            TRAIN_JOB, sweep.key, f"Sweep {sweep.base.name} ({runs} runs)",
+            sweep_job(handle, sweep, features_root(), ray_pool(ray)),
+        )  # fmt: skip
     st.session_state[SLOT] = job.id
     return job
 
