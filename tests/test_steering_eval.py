@@ -194,9 +194,16 @@ def test_steer_eval_cli__runs_on_the_tiny_model_and_keeps_halves_apart(tmp_path,
     res = json.loads(out.read_text())
     assert not set(res["select_ids"]) & set(res["report_ids"])
     assert {r["method"] for r in res["summary"]} == {"unsteered", "sae", "diffmean", "prompting"}
+    calib = [it for it in res["items"] if it["method"] == "calibration"]
+    assert len(calib) == 24 and all(it["half"] == "calibration" and it["instruction_id"] >= 1000 for it in calib)
     for it in res["items"]:
-        assert it["half"] == ("select" if it["instruction_id"] in res["select_ids"] else "report")
+        if it["method"] != "calibration":
+            assert it["half"] == ("select" if it["instruction_id"] in res["select_ids"] else "report")
         assert {it["concept_rating"], it["relevance"], it["fluency"]} <= {0, 1, 2}
+    cal = res["judge"]["calibration"]
+    assert cal["fpr_calibration_set"]["rate"] <= 0.05 and cal["thresholds"]["spam"]["n"] == 24
+    assert all(r["ci_low"] <= r["score"] <= r["ci_high"] and "ci_items_low" in r for r in res["summary"])
+    assert all("cluster_t_p" in p and "cluster_ci" in p for p in res["paired"])
     assert res["judge"]["proxy"] is True and "PROXY" in capsys.readouterr().out
     assert main(["steer-eval", "--model", "tiny", "--concepts", "", "--out", str(out)]) == 2
     assert "at least one concept" in capsys.readouterr().err
@@ -231,7 +238,7 @@ def test_steer_eval__default_model_end_to_end(default_handle):
     res = run_eval(default_handle, loaded, cfg)
     assert res.directions["spam"]["sae"]["train_auroc"] > 0.8  # a real spam latent exists
     assert res.directions["spam"]["diffmean"]["train_auroc"] > 0.8
-    assert len(res.items) == 2 * 4 and all(0 <= it["score"] <= 2 for it in res.items)
+    assert len(res.items) == 2 * 4 + 24 and all(0 <= it["score"] <= 2 for it in res.items)  # + 24 calibration
     assert all(math.isfinite(it["raw"]["perplexity"] or 1.0) for it in res.items)
 
 
@@ -253,3 +260,51 @@ def test_generate_rows__matches_core_generate_for_steered_and_unsteered_rows(tin
     rows = generate_rows(tiny_handle, [ids, ids], deltas, hook, cfg, [0, 0])
     assert rows == [core.unsteered[0], core.steered[0]]
     assert rows[0] != rows[1]  # the steering changed the text
+
+
+def _rated(concept, method, i, margin, rel=2, flu=2, half="report"):
+    from saelab.steering.judges import three_level
+    from saelab.steering.ratings import harmonic_score
+
+    c = three_level(margin, 0.03, 0.09)
+    return {"concept": concept, "method": method, "factor": None, "instruction_id": i, "half": half,
+            "concept_rating": c, "relevance": rel, "fluency": flu, "score": harmonic_score(c, rel, flu),
+            "raw": {"concept_margin": margin}}  # fmt: skip
+
+
+def test_calibrate__per_concept_thresholds_bring_unsteered_false_positives_to_the_target():
+    """A concept whose null margins sit high (a cheerful answer near "happiness") gets a higher threshold, so
+    unsteered text stops counting as on-concept; a concept with a low null keeps the fixed threshold."""
+    from saelab.steering.eval_power import calibrate
+
+    rng = np.random.default_rng(0)
+    items = []
+    for concept, null in (("happiness", 0.06), ("python_code", -0.12)):
+        items += [_rated(concept, "calibration", 1000 + j, float(null + 0.03 * rng.standard_normal()), half="calibration")
+                  for j in range(40)]  # fmt: skip
+        items += [_rated(concept, "unsteered", i, float(null + 0.03 * rng.standard_normal())) for i in range(40)]
+        items += [_rated(concept, "prompting", i, float(null + 0.25)) for i in range(40)]
+    before = np.mean([r["concept_rating"] >= 1 for r in items if r["method"] == "unsteered"])
+    out, rep = calibrate(items, 0.05, {"concept_lo": 0.03, "concept_hi": 0.09})
+    assert before > 0.3, "the fixed thresholds call most cheerful unsteered text 'happiness'"
+    assert rep["fpr_before"]["rate"] == pytest.approx(before)
+    assert rep["fpr_calibration_set"]["rate"] <= 0.05
+    assert rep["fpr_after"]["rate"] <= 0.15 and rep["fpr_after"]["ci"][0] <= rep["fpr_after"]["rate"]
+    th = rep["thresholds"]
+    assert th["happiness"]["lo"] > 0.08 and th["python_code"]["lo"] == 0.03
+    assert th["happiness"]["hi"] == pytest.approx(th["happiness"]["lo"] + 0.06)
+    prompting = [r for r in out if r["method"] == "prompting"]
+    assert all(r["concept_rating"] >= 1 for r in prompting if r["concept"] == "happiness"), "a real signal stays"
+    assert all(r["score"] == 0 for r in out if r["method"] == "unsteered" and r["concept_rating"] == 0)
+
+
+def test_power_table__grows_with_size_and_is_low_without_an_effect():
+    from saelab.steering.eval_power import power_table
+
+    rng = np.random.default_rng(1)
+    effect = {f"c{k}": rng.normal(0.3, 0.6, 12) for k in range(10)}
+    none = {f"c{k}": rng.normal(0.0, 0.6, 12) for k in range(10)}
+    sizes = [(4, 3), (10, 6), (12, 12)]
+    p = [r["power"] for r in power_table(effect, sizes, n_sim=400)]
+    assert p[0] < p[1] < p[2] and p[2] > 0.8
+    assert all(r["power"] < 0.15 for r in power_table(none, sizes, n_sim=400)), "about alpha/2 without an effect"

@@ -49,6 +49,8 @@ def cmd_steer_eval(args: argparse.Namespace) -> int:
         methods=_names(args.methods),
         factors=_floats(args.factors) if args.factors else list(AXBENCH_FACTORS),
         n_instructions=args.instructions,
+        n_calibration=args.calibration,
+        calibration_fpr=args.calibration_fpr,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         n_train=args.n_train,
@@ -67,7 +69,8 @@ def cmd_steer_eval(args: argparse.Namespace) -> int:
     out = Path(args.out)
     result.save(out)
     judge = "PROXY judge" if result.proxy else result.judge.get("judge")
-    print(f"Steering evaluation ({judge}); score = harmonic mean of ratings 0-2, report half, 95% bootstrap CI")
+    print(f"Steering evaluation ({judge}); score = harmonic mean of ratings 0-2, report half, 95% bootstrap CI "
+          "clustered by concept")  # fmt: skip
     for row in result.summary:
         print(
             f"  {row['method']:10s} {row['score']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]  concept "
@@ -76,8 +79,9 @@ def cmd_steer_eval(args: argparse.Namespace) -> int:
         )
     for row in result.paired:
         print(
-            f"  {row['a']} − {row['b']}: Δ={row['mean_diff']:+.3f} Wilcoxon p={row['wilcoxon_p']} "
-            f"t-test p={row['ttest_p']} (n={row['n']})"
+            f"  {row['a']} − {row['b']}: Δ={row['mean_diff']:+.3f} clustered t-test p={row.get('cluster_t_p')} "
+            f"({row.get('n_concepts')} concepts) · item Wilcoxon p={row['wilcoxon_p']} t-test p={row['ttest_p']} "
+            f"(n={row['n']})"
         )
     for note in result.notes:
         print(f"note: {note}")
@@ -130,7 +134,14 @@ def register(sub) -> None:
     p.add_argument("--concepts", help="comma-separated concept names (default: the first 10 of the suite)")
     p.add_argument("--methods", default="sae,diffmean,probe,pca,prompting", help="comma-separated methods")
     p.add_argument("--factors", help="comma-separated factors (default: AxBench's 14, 0.2 … 5)")
-    p.add_argument("--instructions", type=int, default=10, help="instructions (2 … 12; AxBench: 10)")
+    p.add_argument("--instructions", type=int, default=10, help="instructions (2 … 36; AxBench: 10)")
+    p.add_argument(
+        "--calibration",
+        type=int,
+        default=24,
+        help="unsteered outputs of separate instructions that calibrate the PROXY concept judge (0: off)",
+    )
+    p.add_argument("--calibration-fpr", type=float, default=0.05, help="target false-positive rate of that judge")
     p.add_argument("--max-new-tokens", type=int, default=128, help="new tokens per output (AxBench: 128; cap 256)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--n-train", type=int, default=72, help="training texts per class (AxBench: 72)")

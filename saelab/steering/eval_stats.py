@@ -1,5 +1,5 @@
 """Statistics of the steering evaluation: AxBench's factor choice on one half of the instructions, the
-report-half tables, percentile-bootstrap confidence intervals and paired tests between methods.
+report-half tables, concept-clustered bootstrap confidence intervals and paired tests between methods.
 
 Every function works on plain item dicts (`EvalResult.items`), so a saved result can be re-summarised.
 """
@@ -14,6 +14,46 @@ import numpy as np
 
 if TYPE_CHECKING:
     from saelab.steering.evaluate import EvalConfig
+
+
+CI_FORMULA = (
+    "95 % percentile bootstrap clustered by concept: concepts resampled with replacement, each with all its "
+    "(report instruction) items, mean over the resampled items; {n_boot} resamples, seed {seed} "
+    "(ci_items_*: items resampled independently, which ignores that items of one concept are alike)"
+)
+PAIRED_FORMULA = (
+    "same (concept, report instruction) items; cluster_t_p: two-sided one-sample t-test over the per-concept mean "
+    "differences (the clustered test); cluster_ci: concept-clustered bootstrap 95 % CI of the mean difference; "
+    "wilcoxon_p / ttest_p over items (zero differences dropped for Wilcoxon); p-values uncorrected"
+)
+
+
+def cluster_bootstrap_ci(x: np.ndarray, clusters: list[str], n_boot: int, seed: int) -> tuple[float, float]:
+    """Percentile 95 % CI of the mean of `x`, resampling whole clusters (concepts) with replacement."""
+    if len(x) == 0:
+        return (math.nan, math.nan)
+    names = list(dict.fromkeys(clusters))
+    idx = {c: np.array([i for i, k in enumerate(clusters) if k == c]) for c in names}
+    sums = np.array([x[idx[c]].sum() for c in names])
+    counts = np.array([len(idx[c]) for c in names])
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(names), size=(n_boot, len(names)))
+    means = sums[pick].sum(1) / counts[pick].sum(1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def clustered_test(diff: np.ndarray, clusters: list[str]) -> dict[str, Any]:
+    """One-sample t-test over per-cluster mean differences (two-sided)."""
+    from scipy.stats import ttest_1samp
+
+    names = list(dict.fromkeys(clusters))
+    means = np.array([diff[[i for i, k in enumerate(clusters) if k == c]].mean() for c in names])
+    out: dict[str, Any] = {"n_concepts": len(names)}
+    if len(means) < 2 or np.ptp(means) < 1e-12:
+        out["cluster_t_p"] = None if len(means) < 2 else (1.0 if abs(means.mean()) < 1e-12 else 0.0)
+        return out
+    out["cluster_t_p"] = float(ttest_1samp(means, 0.0).pvalue)
+    return out
 
 
 def _bootstrap_ci(x: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
@@ -80,13 +120,17 @@ def summarise(items: list[dict], cfg: EvalConfig, select_ids: list[int], report_
         if not rows:
             continue
         scores = np.array([r["score"] for r in rows])
-        lo, hi = _bootstrap_ci(scores, cfg.n_boot, cfg.seed + k)
+        lo, hi = cluster_bootstrap_ci(scores, [r["concept"] for r in rows], cfg.n_boot, cfg.seed + k)
+        ilo, ihi = _bootstrap_ci(scores, cfg.n_boot, cfg.seed + k)
         summary.append(
             {
                 "method": method,
                 "score": float(scores.mean()),
                 "ci_low": lo,
                 "ci_high": hi,
+                "ci_items_low": ilo,
+                "ci_items_high": ihi,
+                "n_concepts": len({r["concept"] for r in rows}),
                 "concept_rating": float(np.mean([r["concept_rating"] for r in rows])),
                 "relevance": float(np.mean([r["relevance"] for r in rows])),
                 "fluency": float(np.mean([r["fluency"] for r in rows])),
@@ -98,7 +142,12 @@ def summarise(items: list[dict], cfg: EvalConfig, select_ids: list[int], report_
         keys = sorted(set(reported[a]) & set(reported[b]))
         x = np.array([reported[a][k]["score"] for k in keys])
         y = np.array([reported[b][k]["score"] for k in keys])
-        paired.append({"a": a, "b": b, **paired_tests(x, y)})
+        concepts = [k[0] for k in keys]
+        row = {"a": a, "b": b, **paired_tests(x, y)}
+        if keys:
+            row.update(clustered_test(x - y, concepts))
+            row["cluster_ci"] = list(cluster_bootstrap_ci(x - y, concepts, cfg.n_boot, cfg.seed))
+        paired.append(row)
     curves = []
     for method in methods:
         for half in ("select", "report"):
@@ -120,4 +169,4 @@ def summarise(items: list[dict], cfg: EvalConfig, select_ids: list[int], report_
     return {"chosen": chosen, "summary": summary, "per_concept": per_concept, "paired": paired, "curves": curves}
 
 
-__all__ = ["paired_tests", "summarise"]
+__all__ = ["CI_FORMULA", "PAIRED_FORMULA", "cluster_bootstrap_ci", "clustered_test", "paired_tests", "summarise"]

@@ -14,8 +14,16 @@ For every concept (`saelab.steering.concepts`) and method:
 Instruction ids are split 50/50 with the seed: the factor with the best mean score on the SELECT half is chosen
 per (concept, method) (ties → the smaller factor), and only the REPORT half's items at that factor are reported.
 Score per item = harmonic mean of the three ratings (0 if any is 0). Per method: mean over (concept, report
-instruction) items with a percentile bootstrap 95 % CI (items resampled); between methods: paired differences on
-the same items, Wilcoxon signed-rank and paired t-test p-values (two-sided, uncorrected; there are m(m−1)/2 pairs).
+instruction) items with a 95 % CI from a bootstrap clustered by concept (concepts resampled, each with all its
+items; the item-level interval beside it); between methods: paired differences on the same items, a t-test over
+the per-concept mean differences (the clustered test) plus Wilcoxon signed-rank and paired t-test over items
+(two-sided, uncorrected; there are m(m−1)/2 pairs).
+Proxy calibration (`eval_power.calibrate`): `n_calibration` unsteered outputs of instructions never selected or
+reported on set each concept's concept-rating thresholds so that at most `calibration_fpr` of them would be
+rated as showing the concept; the rate on the evaluation's own unsteered outputs is reported (issue 17 item 2).
+max_act differs from the METHODS protocol (the method's largest detection score on the concept's evaluation set):
+here it is the largest h·w over positive TRAINING tokens (text methods) or the SAE latent's dashboard maximum ×
+‖W_dec[j]‖, so that the evaluation texts stay unseen until judging.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import torch
 from saelab.configs import DictConfig
 from saelab.errors import BadInputError
 from saelab.steering.concepts import (
+    CALIBRATION_INSTRUCTIONS,
     CONCEPTS,
     DEFAULT_CONCEPTS,
     ConceptData,
@@ -42,8 +51,9 @@ from saelab.steering.concepts import (
     split_instructions,
 )
 from saelab.steering.eval_directions import METHOD_BUILDERS, ConceptActs, auroc_per_column, pick_sae_latent
+from saelab.steering.eval_power import CALIBRATION, CALIBRATION_FORMULA, CALIBRATION_ID0, calibrate
 from saelab.steering.eval_result import EvalResult  # re-exported: run_eval's result type
-from saelab.steering.eval_stats import paired_tests, summarise
+from saelab.steering.eval_stats import CI_FORMULA, PAIRED_FORMULA, paired_tests, summarise
 from saelab.steering.interventions import hook_widths
 from saelab.steering.judges import SCORE_FORMULA, EndpointJudge, ProxyJudge
 
@@ -77,6 +87,8 @@ class EvalConfig(DictConfig):
     batch_rows: int = 48
     endpoint_url: str | None = None
     endpoint_model: str | None = None
+    n_calibration: int = 24  # unsteered outputs of CALIBRATION_INSTRUCTIONS for the proxy concept judge (0: off)
+    calibration_fpr: float = 0.05  # target share of unsteered outputs rated as showing a concept (proxy judge)
 
     def __post_init__(self) -> None:
         from saelab.steering.generate import MAX_NEW_TOKENS
@@ -114,6 +126,12 @@ class EvalConfig(DictConfig):
 
             check_endpoint_url(self.endpoint_url)
         get_instructions(self.n_instructions)  # validates the count
+        if not isinstance(self.n_calibration, int) or not 0 <= self.n_calibration <= len(CALIBRATION_INSTRUCTIONS):
+            raise BadInputError(
+                f"n_calibration must be 0 … {len(CALIBRATION_INSTRUCTIONS)}, got {self.n_calibration!r}."
+            )
+        if not 0 < float(self.calibration_fpr) < 0.5:
+            raise BadInputError(f"calibration_fpr must be in (0, 0.5), got {self.calibration_fpr!r}.")
         SuiteConfig(n_train=self.n_train, n_judge=self.n_judge, seed=self.seed)
         if self.generated_tokens() > MAX_GENERATED_TOKENS:
             raise BadInputError(
@@ -126,12 +144,18 @@ class EvalConfig(DictConfig):
         plus the unsteered outputs once."""
         steer = sum(m in STEER_METHODS for m in self.methods)
         per_concept = steer * len(self.factors) + ("prompting" in self.methods)
-        return (len(self.concepts) * per_concept + int(self.include_unsteered)) * self.n_instructions
+        return (len(self.concepts) * per_concept + int(self.include_unsteered)) * self.n_instructions + self._once()
+
+    def _once(self) -> int:
+        """Rows generated once, with the first concept: the calibration outputs (unsteered ones are counted
+        in n_rows' formula)."""
+        return self.n_calibration
 
     def n_batches(self) -> int:
         """Row-batched generations `run_eval` runs (its progress total)."""
-        per = (self.n_rows() - int(self.include_unsteered) * self.n_instructions) // len(self.concepts)
-        first = per + int(self.include_unsteered) * self.n_instructions
+        once = int(self.include_unsteered) * self.n_instructions + self._once()
+        per = (self.n_rows() - once) // len(self.concepts)
+        first = per + once
         return math.ceil(first / self.batch_rows) + (len(self.concepts) - 1) * math.ceil(per / self.batch_rows)
 
     def generated_tokens(self) -> int:
@@ -223,6 +247,9 @@ def run_eval(handle, loaded_sae, cfg: EvalConfig, *, progress: Progress | None =
     directions: dict[str, dict[str, Any]] = {}
     judge_desc: dict[str, Any] = {}
     unsteered: list[str] | None = None
+    calib_texts = list(CALIBRATION_INSTRUCTIONS[: cfg.n_calibration])
+    calib_ids = [CALIBRATION_ID0 + j for j in range(len(calib_texts))]
+    calibration: list[str] | None = None if calib_texts else []
     suite = SuiteConfig(n_train=cfg.n_train, n_judge=cfg.n_judge, seed=cfg.seed)
     for name in cfg.concepts:
         data = concept_data(name, suite)
@@ -232,6 +259,8 @@ def run_eval(handle, loaded_sae, cfg: EvalConfig, *, progress: Progress | None =
         zero = torch.zeros(width)
         if cfg.include_unsteered and unsteered is None:
             plan += [("unsteered", None, i, plain_ids[k], zero) for k, i in enumerate(ids)]
+        if calibration is None:
+            plan += [(CALIBRATION, None, i, prompt_ids(handle, t, gcfg), zero) for i, t in zip(calib_ids, calib_texts)]
         if "prompting" in cfg.methods:
             sys_cfg = GenerationConfig(
                 **{**gcfg.to_dict(), "system_prompt": prompting_system_prompt(data.concept.description)}
@@ -260,8 +289,8 @@ def run_eval(handle, loaded_sae, cfg: EvalConfig, *, progress: Progress | None =
                 torch.stack([r[4] for r in chunk]),
                 hook,
                 cfg,
-                [r[2] for r in chunk],
-                len(ids),
+                [r[2] if r[2] < CALIBRATION_ID0 else len(ids) + r[2] - CALIBRATION_ID0 for r in chunk],
+                len(ids) + len(calib_ids),  # noise streams: instructions, then calibration instructions
             )
             done += 1
             if progress is not None:
@@ -274,10 +303,13 @@ def run_eval(handle, loaded_sae, cfg: EvalConfig, *, progress: Progress | None =
             unsteered = [first[i] for i in ids]
         if unsteered is not None:
             by_method = {("unsteered", None): dict(zip(ids, unsteered)), **by_method}
+        if (CALIBRATION, None) in by_method:
+            first = by_method.pop((CALIBRATION, None))
+            calibration = [first[i] for i in calib_ids]
         judge = _make_judge(handle, data, cfg, state)
         keys = list(by_method)
-        flat_outs = [by_method[k][i] for k in keys for i in ids]
-        flat_ins = [texts[k2] for _ in keys for k2 in range(len(ids))]
+        flat_outs = [by_method[k][i] for k in keys for i in ids] + list(calibration or [])
+        flat_ins = [texts[k2] for _ in keys for k2 in range(len(ids))] + calib_texts[: len(calibration or [])]
         ratings = judge.rate_many(flat_ins, flat_outs)
         if isinstance(judge, EndpointJudge) and judge.proxy:
             state["endpoint_failed"] = judge.note
@@ -301,6 +333,12 @@ def run_eval(handle, loaded_sae, cfg: EvalConfig, *, progress: Progress | None =
                     }
                 )
                 n += 1
+        for i, text in zip(calib_ids, calibration or []):
+            r = ratings[n]
+            items.append({"concept": name, "method": CALIBRATION, "factor": None, "instruction_id": i,
+                          "half": CALIBRATION, "output": text, "concept_rating": r.concept, "relevance": r.relevance,
+                          "fluency": r.fluency, "score": r.score, "raw": r.raw})  # fmt: skip
+            n += 1
         judge_desc = judge.describe()
     notes = [
         "Ratings come from the offline PROXY judge (sentence-embedding concept and relevance scores, perplexity "
@@ -310,6 +348,16 @@ def run_eval(handle, loaded_sae, cfg: EvalConfig, *, progress: Progress | None =
     ]
     if state.get("endpoint_failed"):
         notes.append(str(state["endpoint_failed"]))
+    calib_report = None
+    if calibration and judge_desc.get("proxy", True):
+        items, calib_report = calibrate(items, cfg.calibration_fpr, judge_desc.get("thresholds", {}))
+        judge_desc = {**judge_desc, "calibration": calib_report}
+        notes.append(
+            f"Proxy concept judge calibrated per concept on {len(calibration)} unsteered outputs of separate "
+            f"instructions (target false-positive rate {cfg.calibration_fpr:g}); measured on the evaluation's "
+            f"unsteered outputs: {calib_report['fpr_after']['rate']:.3f} (was {calib_report['fpr_before']['rate']:.3f}"
+            " with the fixed thresholds)."
+        )
     result = summarise(items, cfg, select_ids, report_ids)
     return EvalResult(
         config=cfg.to_dict(),
@@ -324,10 +372,9 @@ def run_eval(handle, loaded_sae, cfg: EvalConfig, *, progress: Progress | None =
             "alpha": "α = factor × max_act; h ← h + α·w at every position of the hook",
             "selection": "factor = argmax over factors of the mean score on the select-half instructions "
             "(ties → smaller factor), per concept and method; reported on the report half",
-            "ci": f"percentile bootstrap 95 % CI over (concept, instruction) items, {cfg.n_boot} resamples, "
-            f"seed {cfg.seed}",
-            "paired": "same (concept, report instruction) items; two-sided Wilcoxon signed-rank (zero differences "
-            "dropped) and paired t-test; p-values uncorrected",
+            "ci": CI_FORMULA.format(n_boot=cfg.n_boot, seed=cfg.seed),
+            "paired": PAIRED_FORMULA,
+            **({"calibration": CALIBRATION_FORMULA} if calib_report else {}),
         },
         elapsed_s=round(time.perf_counter() - t0, 1),
         **result,
