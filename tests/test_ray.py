@@ -183,3 +183,17 @@ def test_train_page__ray_choice_trains_on_actors_and_frees_them(tiny_handle, run
     while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert ray.available_resources().get("CPU", 0) == 2, "the run's actors were shut down"
+
+
+def test_without_ray_flag__nothing_imports_ray(tmp_path):
+    """The CLI's parser, a dashboards build and the Train page's helpers run without importing Ray."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, saelab.cli, saelab.features.dashboards, saelab.features.sweep, saelab.distributed;"
+        "saelab.cli.build_parser().parse_args(['harvest', '--ray']);"
+        "print('ray' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False", out.stderr
