@@ -44,6 +44,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "saelab.steering",
             "saelab.probing",
             "saelab.circuits",
+            "saelab.graphs",
             "saelab.hypotheses",
             "saelab.compare",
         ),

@@ -1,0 +1,117 @@
+"""Attribution graphs (issue 19) on the tiny model: the replacement model, edge weights, pruning and scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from saelab.errors import BadInputError, IncompatibleSAEError
+from saelab.graphs.attribution import GraphConfig, build_raw_graph
+from saelab.graphs.linearised import clean_state, replacement_logits, replacement_preacts
+from saelab.graphs.prune import influence, prune, scores
+from saelab.graphs.transcoders import TranscoderSet, random_transcoder_set
+
+TEXT = "The cat sat on the mat and then it ran home"
+
+
+@pytest.fixture(scope="module")
+def tcs(tiny_handle):
+    return random_transcoder_set(tiny_handle, 128, density=0.05)
+
+
+@pytest.fixture(scope="module")
+def prompt(tiny_handle):
+    return torch.tensor(tiny_handle.tokenizer.encode(TEXT))
+
+
+@pytest.fixture(scope="module")
+def graph(tiny_handle, tcs, prompt):
+    return build_raw_graph(tiny_handle, tcs, prompt, GraphConfig(max_feature_nodes=48, batch_size=16))
+
+
+def test_replacement_model__reproduces_the_real_logits_with_error_nodes(tiny_handle, tcs, prompt):
+    clean = clean_state(tiny_handle, tcs, prompt)
+    assert sum(int((a > 0).sum()) for a in clean.acts.values()) > 20, "features fire"
+    assert all(e.norm() > 0.1 for e in clean.errors.values()), "random transcoders leave real error"
+    logits = replacement_logits(tiny_handle, tcs, clean)
+    assert torch.allclose(logits, clean.logits, atol=1e-5, rtol=0)
+    no_error = {k: torch.zeros_like(v) for k, v in clean.acts.items()}  # a different replacement: logits move
+    assert not torch.allclose(replacement_logits(tiny_handle, tcs, clean, acts=no_error), clean.logits, atol=1e-3)
+
+
+def test_edges__equal_patching_effects_in_the_replacement_model(tiny_handle, tcs, prompt, graph):
+    """Scaling one source feature's activation by (1 + ε) moves a later feature's pre-activation by ε × the edge
+    (the replacement model is linear in the feature activations once patterns and scales are frozen)."""
+    clean = clean_state(tiny_handle, tcs, prompt)
+    nf, A = graph.n_features, graph.adjacency
+    checked = 0
+    for t in [i for i in graph.expanded if graph.features[i, 0] == 1][:4]:
+        layer, p, f = (int(v) for v in graph.features[t])
+        base = replacement_preacts(tiny_handle, tcs, clean, layer)[p, f]
+        for s in [j for j in range(nf) if graph.features[j, 0] == 0 and A[t, j] != 0][:3]:
+            _, ps, fs = (int(v) for v in graph.features[s])
+            acts = {k: v.clone() for k, v in clean.acts.items()}
+            acts[0][ps, fs] *= 1.5
+            moved = replacement_preacts(tiny_handle, tcs, clean, layer, acts=acts)[p, f]
+            assert float(moved - base) / 0.5 == pytest.approx(float(A[t, s]), rel=1e-3, abs=1e-6)
+            checked += 1
+    assert checked >= 4
+    later = graph.features[:, 1][None, :] > graph.features[:, 1][:, None]  # source after target: no edge
+    assert not np.any(A[:nf, :nf][later]), "no edge from a later position"
+    same_or_later_layer = graph.features[:, 0][None, :] >= graph.features[:, 0][:, None]
+    assert not np.any(A[:nf, :nf][same_or_later_layer]), "features only read earlier layers"
+
+
+def test_logit_rows__equal_patching_effects_on_the_demeaned_logit(tiny_handle, tcs, prompt, graph):
+    clean = clean_state(tiny_handle, tcs, prompt)
+    f0, e0, t0, l0 = graph.offsets()
+    row, tok = graph.adjacency[l0], int(graph.logit_tokens[0])
+
+    def demeaned(acts=None):
+        last = replacement_logits(tiny_handle, tcs, clean, acts=acts)[-1]
+        return float(last[tok] - last.mean())
+
+    base = demeaned()
+    sources = [j for j in np.argsort(-np.abs(row[:e0]))[:3] if row[j] != 0]
+    assert sources and np.abs(row[t0:l0]).sum() > 0 and np.abs(row[e0:t0]).sum() > 0
+    for s in sources:
+        layer, ps, fs = (int(v) for v in graph.features[s])
+        acts = {k: v.clone() for k, v in clean.acts.items()}
+        acts[layer][ps, fs] *= 1.5
+        assert (demeaned(acts) - base) / 0.5 == pytest.approx(float(row[s]), rel=1e-3, abs=1e-5)
+    assert graph.logit_probs[0] == graph.logit_probs.max() and len(graph.logit_tokens) <= 10
+
+
+def test_influence_prune_and_scores(graph):
+    R, rn = graph.rows, graph.row_nodes
+    f0, e0, t0, l0 = graph.offsets()
+    w = graph.logit_weights()
+    infl = influence(R, rn, w)
+    assert infl[graph.expanded].sum() > 0 and (infl >= 0).all()
+    dense = np.zeros(len(w))  # the same on the dense matrix, by explicit powers
+    An = np.abs(graph.adjacency).astype(float)
+    An = np.divide(An, An.sum(1, keepdims=True), out=np.zeros_like(An), where=An.sum(1, keepdims=True) > 0)
+    r = w.copy()
+    for _ in range(20):
+        r = r @ An
+        dense += r
+    np.testing.assert_allclose(infl, dense, atol=1e-9)
+    keep, edges, _ = prune(R, rn, w, graph.n_features, 0.8, 0.98)
+    assert keep[e0:].all() and 0 < keep[:e0].sum() <= graph.n_features
+    assert not edges[~keep[rn]].any() and not edges[:, ~keep].any()
+    s = scores(R, rn, w, slice(e0, t0), slice(t0, l0))
+    assert 0 < s["replacement_score"] < 1 and 0 < s["completeness_score"] < 1
+    clean_R = R.copy()
+    clean_R[:, e0:t0] = 0  # no error node feeds anything: a complete replacement
+    s2 = scores(clean_R, rn, w, slice(e0, t0), slice(t0, l0))
+    assert s2["replacement_score"] == pytest.approx(1.0) and s2["completeness_score"] == pytest.approx(1.0)
+
+
+def test_bad_input__prompt_length_and_missing_layers(tiny_handle, tcs):
+    with pytest.raises(BadInputError, match="1 … 64 tokens"):
+        build_raw_graph(tiny_handle, tcs, torch.arange(65))
+    with pytest.raises(IncompatibleSAEError, match="no transcoder"):
+        build_raw_graph(tiny_handle, TranscoderSet("tiny", {0: tcs[0]}), torch.arange(4))
+    with pytest.raises(BadInputError, match="positive integer"):
+        GraphConfig(batch_size=0)
