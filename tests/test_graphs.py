@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -115,3 +117,44 @@ def test_bad_input__prompt_length_and_missing_layers(tiny_handle, tcs):
         build_raw_graph(tiny_handle, TranscoderSet("tiny", {0: tcs[0]}), torch.arange(4))
     with pytest.raises(BadInputError, match="positive integer"):
         GraphConfig(batch_size=0)
+
+
+def test_train_transcoders__one_pass_per_batch_for_all_layers_saves_sae_lens_folders_and_resumes(tiny_handle, tmp_path):
+    from sae_lens import SAE
+
+    from saelab.corpus import CorpusConfig, build_corpus
+    from saelab.graphs.train_transcoders import TranscoderTrainConfig, evaluate_layers, train_transcoders
+    from saelab.graphs.transcoders import load_transcoder_set
+
+    cfg = TranscoderTrainConfig(d_sae=64, k=4, n_tokens=32 * 40, rows_per_step=4, seq_len=32, lr=3e-3,
+                                checkpoint_steps=4)  # fmt: skip
+    seen = []
+    tset = train_transcoders(tiny_handle, cfg, tmp_path / "tc", progress=lambda d, t, m: seen.append(m))
+    assert len(seen) == 10 and seen[-1]["nmse_mean"] < seen[0]["nmse_mean"], "training lowers the error"
+    sae = SAE.load_from_disk(str(tmp_path / "tc" / "layer_1"))  # SAE-Lens reads it as a transcoder
+    assert sae.cfg.architecture() == "jumprelu_skip_transcoder"
+    assert sae.cfg.metadata.hook_name == "blocks.1.ln2.hook_normalized"
+    back = load_transcoder_set(tmp_path / "tc")
+    assert back.layers == [0, 1] and torch.equal(back[1].W_enc, tset[1].W_enc)
+    held = build_corpus(tiny_handle.tokenizer, CorpusConfig(seq_len=32, n_tokens=32 * 8, split="heldout")).tokens
+    rows = evaluate_layers(tiny_handle, back, held)
+    assert [r["layer"] for r in rows] == [0, 1]
+    for r in rows:
+        assert 0 < r["l0"] and 0 <= r["dead_fraction"] <= 1 and r["nmse"] < 1.5
+        assert r["ce_zero_ablated"] != r["ce_clean"] and math.isfinite(r["ce_loss_score"])
+
+    # a stopped run resumes from its checkpoint and ends with the same weights
+    class Stop(Exception):
+        pass
+
+    def stop_at_6(d, t, m):
+        if d == 6:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_transcoders(tiny_handle, cfg, tmp_path / "tc2", progress=stop_at_6)
+    assert (tmp_path / "tc2" / ".transcoders.partial" / "state.json").is_file()
+    resumed = []
+    again = train_transcoders(tiny_handle, cfg, tmp_path / "tc2", progress=lambda d, t, m: resumed.append(d))
+    assert resumed[0] == 5, "resumed after the checkpoint at step 4"
+    assert torch.allclose(again[0].W_dec, tset[0].W_dec, atol=1e-6)

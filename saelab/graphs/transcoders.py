@@ -140,6 +140,7 @@ def save_transcoder(tc: Transcoder, folder: str | Path, model: str, extra: dict[
         "normalize_activations": "none",
         "reshape_activations": "none",
         "metadata": {
+            "sae_lens_version": _sae_lens_version(),  # SAE-Lens reads the metadata of 6.x files only
             "model_name": model,
             "hook_name": hook_in(tc.layer),
             "hook_name_out": hook_out(tc.layer),
@@ -155,6 +156,12 @@ def save_transcoder(tc: Transcoder, folder: str | Path, model: str, extra: dict[
         save_tensors(tmp / SAE_WEIGHTS_FILE, {k: v.detach().float().contiguous() for k, v in tensors.items()})
         write_json(tmp / SAE_CFG_FILE, cfg)
     return folder
+
+
+def _sae_lens_version() -> str:
+    from importlib.metadata import version
+
+    return version("sae-lens")
 
 
 def random_transcoder_set(handle, d_sae: int, seed: int = 0, density: float = 0.1) -> TranscoderSet:
