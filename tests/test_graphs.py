@@ -158,3 +158,58 @@ def test_train_transcoders__one_pass_per_batch_for_all_layers_saves_sae_lens_fol
     again = train_transcoders(tiny_handle, cfg, tmp_path / "tc2", progress=lambda d, t, m: resumed.append(d))
     assert resumed[0] == 5, "resumed after the checkpoint at step 4"
     assert torch.allclose(again[0].W_dec, tset[0].W_dec, atol=1e-6)
+
+
+def test_graph__prunes_exports_neuronpedia_json_and_html_and_round_trips(tiny_handle, tcs):
+    import json
+
+    from saelab.graphs.graph import AttributionGraph, attribution_graph
+
+    g = attribution_graph(tiny_handle, tcs, TEXT, GraphConfig(max_feature_nodes=48, batch_size=16))
+    kinds = {n["kind"] for n in g.nodes}
+    assert kinds == {"feature", "error", "token", "logit"} and g.stats["kept_features"] < g.stats["active_features"]
+    for key in ("replacement_score", "completeness_score", "pruned_replacement_score", "pruned_completeness_score"):
+        assert 0 <= g.scores[key] <= 1
+    ids = {n["id"] for n in g.nodes}
+    assert g.edges and all(e["source"] in ids and e["target"] in ids for e in g.edges)
+    again = AttributionGraph.from_dict(json.loads(json.dumps(g.to_dict())))
+    assert again.nodes == g.nodes and again.edges == g.edges
+    npj = g.to_neuronpedia()
+    assert set(npj) == {"metadata", "qParams", "nodes", "links"}
+    types = {n["feature_type"] for n in npj["nodes"]}
+    assert types == {"cross layer transcoder", "mlp reconstruction error", "embedding", "logit"}
+    logit = next(n for n in npj["nodes"] if n["feature_type"] == "logit")
+    assert logit["layer"] == "3" and logit["node_id"].startswith("3_") and logit["is_target_logit"] in (True, False)
+    assert npj["metadata"]["prompt_tokens"] == g.token_strs
+    html = g.to_html()
+    assert html.startswith("<!doctype html>") and "plotly" in html and "replacement score" in html.lower()
+    assert "<script src=" not in html and len(html) > 1_000_000, "self-contained: plotly.js inlined, no script URL"
+
+
+def test_interventions__prediction_equals_the_replacement_model_and_the_real_model_is_measured(tiny_handle, tcs):
+    """For a last-layer feature the graph's prediction is exact in the replacement model (frozen norms and
+    patterns); the real model's response (live norms and attention) is measured for the faithfulness check."""
+    from saelab.graphs.graph import attribution_graph
+    from saelab.graphs.interventions import Change, measure, predict
+
+    cfg = GraphConfig(max_feature_nodes=200, batch_size=32, node_threshold=1.0, edge_threshold=1.0)
+    g = attribution_graph(tiny_handle, tcs, TEXT, cfg)
+    last = [n for n in g.nodes if n["kind"] == "feature" and n["layer"] == 1 and n["pos"] == len(g.tokens) - 1]
+    n = max(last, key=lambda n: n["influence"])
+    change = [Change(1, n["pos"], n["latent"], 0.0)]
+    predicted = predict(g, change)
+    clean = clean_state(tiny_handle, tcs, torch.tensor(g.tokens))
+    acts = {k: v.clone() for k, v in clean.acts.items()}
+    acts[1][n["pos"], n["latent"]] = 0.0
+    before, after = (
+        replacement_logits(tiny_handle, tcs, clean)[-1],
+        replacement_logits(tiny_handle, tcs, clean, acts)[-1],
+    )
+    for tok, p in predicted.items():
+        frozen = float((after[tok] - after.mean()) - (before[tok] - before.mean()))
+        assert p == pytest.approx(frozen, rel=1e-3, abs=1e-6)
+    measured = measure(tiny_handle, tcs, g, change)
+    assert set(measured) == set(predicted) and all(math.isfinite(v) for v in measured.values())
+    assert any(abs(v) > 0 for v in measured.values()), "ablating the feature moves the real logits"
+    with pytest.raises(BadInputError, match="not an active node"):
+        predict(g, [Change(0, 0, 10_000, 0.0)])
