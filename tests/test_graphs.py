@@ -181,7 +181,9 @@ def test_graph__prunes_exports_neuronpedia_json_and_html_and_round_trips(tiny_ha
     logit = next(n for n in npj["nodes"] if n["feature_type"] == "logit")
     assert logit["layer"] == "3" and logit["node_id"].startswith("3_") and logit["is_target_logit"] in (True, False)
     assert npj["metadata"]["prompt_tokens"] == g.token_strs
-    html = g.to_html()
+    from saelab.reports.graphs import graph_html
+
+    html = graph_html(g)
     assert html.startswith("<!doctype html>") and "plotly" in html and "replacement score" in html.lower()
     assert "<script src=" not in html and len(html) > 1_000_000, "self-contained: plotly.js inlined, no script URL"
 

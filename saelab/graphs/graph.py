@@ -7,7 +7,7 @@ given for the full and the pruned graph. Exports:
   * `to_neuronpedia()`: the JSON layout Neuronpedia's graph viewer (and circuit-tracer's local server) reads:
     {metadata, qParams, nodes, links}; node ids "<layer>_<latent>_<pos>" for features, "<layer>_-1_<pos>" for
     errors, "E_<token id>_<pos>" for tokens, "<n_layers + 1>_<token id>_<pos>" for logits;
-  * `to_html()`: one self-contained HTML file (the figure with plotly.js inlined, the scores and the node table).
+  * `saelab.reports.graphs.graph_html(graph)`: one self-contained HTML file (figure, scores, node table).
 """
 
 from __future__ import annotations
@@ -95,35 +95,6 @@ class AttributionGraph:
             "nodes": nodes,
             "links": [{"source": e["source"], "target": e["target"], "weight": e["weight"]} for e in self.edges],
         }
-
-    def to_html(self) -> str:
-        """One self-contained HTML report (plotly.js inlined; no network needed to open it)."""
-        import html
-
-        from saelab.reports.graph_figures import graph_figure
-
-        fig = graph_figure(self)
-        rows = "".join(
-            f"<tr><td>{html.escape(n['id'])}</td><td>{n['kind']}</td><td>{n['layer']}</td><td>{n['pos']}</td>"
-            f"<td>{_num(n.get('activation'))}</td><td>{n['influence']:.4f}</td>"
-            f"<td>{html.escape(str(n.get('label') or ''))}</td></tr>"
-            for n in sorted(self.nodes, key=lambda n: -n["influence"])
-        )
-        s = self.scores
-        return (
-            "<!doctype html><html><head><meta charset='utf-8'><title>Attribution graph</title></head><body>"
-            f"<h1>Attribution graph</h1><p>Prompt: <code>{html.escape(self.prompt)}</code> · model {html.escape(self.model)}</p>"
-            f"<p>Replacement score {s['replacement_score']:.3f} (pruned {s['pruned_replacement_score']:.3f}) · "
-            f"completeness {s['completeness_score']:.3f} (pruned {s['pruned_completeness_score']:.3f})</p>"
-            f"<p><small>{html.escape(' · '.join(f'{k}: {v}' for k, v in self.formulas.items()))}</small></p>"
-            + fig.to_html(full_html=False, include_plotlyjs=True)
-            + "<table border='1' cellspacing='0'><tr><th>node</th><th>kind</th><th>layer</th><th>pos</th>"
-            "<th>activation</th><th>influence</th><th>label</th></tr>" + rows + "</table></body></html>"
-        )
-
-
-def _num(v) -> str:
-    return "" if v is None else f"{v:.3g}"
 
 
 def _node_ids(raw: RawGraph, n_layers: int) -> list[str]:
