@@ -26,6 +26,7 @@ for path, title, icon, slug in [
     ("pages/steering_eval.py", "Steering evaluation", "📊", "steering_eval"),
     ("pages/probing.py", "Probing", "🧪", "probing"),
     ("pages/circuits.py", "Circuits", "🕸️", "circuits"),
+    ("pages/graphs.py", "Attribution graph", "🧬", "graphs"),
     ("pages/hypotheses.py", "Hypotheses", "💡", "hypotheses"),
 ]:
     if (_ROOT / path).exists():

@@ -215,3 +215,88 @@ def test_interventions__prediction_equals_the_replacement_model_and_the_real_mod
     assert any(abs(v) > 0 for v in measured.values()), "ablating the feature moves the real logits"
     with pytest.raises(BadInputError, match="not an active node"):
         predict(g, [Change(0, 0, 10_000, 0.0)])
+
+
+@pytest.fixture(scope="module")
+def tc_folder(tiny_handle, tcs, tmp_path_factory):
+    from saelab.graphs.transcoders import save_transcoder
+
+    root = tmp_path_factory.mktemp("transcoders")
+    for layer in tcs.layers:
+        save_transcoder(tcs[layer], root / f"layer_{layer}", "tiny")
+    return root
+
+
+def test_graph_page__builds_a_graph_picks_a_feature_and_intervenes(tiny_handle, tc_folder, monkeypatch):
+    from tests.fixtures_ui import open_page, tiny_app
+
+    monkeypatch.setenv("SAELAB_TRANSCODERS", str(tc_folder))
+    at = open_page(tiny_app(monkeypatch), "pages/graphs.py")
+    assert any("Type a prompt" in i.value for i in at.info)
+    at.text_input(key="graph_prompt").set_value(TEXT).run()
+    at.button(key="graph_build").click().run()
+    assert not at.exception, at.exception
+    labels = [m.label for m in at.metric]
+    assert "Replacement score" in labels and "Completeness" in labels
+    node = at.selectbox(key="graph_node")
+    assert node.value and node.value.count("_") == 2
+    assert any("No dashboards for this layer" in i.value for i in at.info), "empty state for a layer without them"
+    at.button(key="graph_iv_run").click().run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["logit", "graph predicts Δ", "model measured Δ"] and len(table) >= 1
+    at.multiselect(key="graph_super_members").set_value([node.value])
+    at.text_input(key="graph_super_name").set_value("subject").run()
+    at.button(key="graph_super_add").click().run()
+    assert not at.exception and any("**subject**" in m.value for m in at.markdown)
+
+
+def test_graph_page__empty_state_without_transcoders(tiny_handle, monkeypatch, tmp_path):
+    from tests.fixtures_ui import open_page, tiny_app
+
+    monkeypatch.delenv("SAELAB_TRANSCODERS", raising=False)
+    at = open_page(tiny_app(monkeypatch, tmp_path), "pages/graphs.py")
+    assert any("No transcoders found" in i.value for i in at.info)
+
+
+@pytest.mark.browser
+def test_browser__graph_page_builds_a_graph_and_a_click_opens_a_feature(tiny_handle, tcs, tmp_path):
+    """A real server and Chromium: build the default prompt's graph on the tiny model, click a feature point in
+    the figure, and see that feature's card."""
+    from playwright.sync_api import sync_playwright
+
+    from saelab.graphs.transcoders import save_transcoder
+    from tests.fixtures_ui import build_feature_root
+    from tests.test_browser import _chromium, _wait_idle, app_server
+
+    root = tmp_path / "features"
+    build_feature_root(root, tiny_handle.tokenizer)
+    for layer in tcs.layers:
+        save_transcoder(tcs[layer], root / "transcoders-tiny" / f"layer_{layer}", "tiny")
+    with app_server(root) as url, sync_playwright() as pw:
+        browser = _chromium(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            page.goto(f"{url}/graphs", wait_until="domcontentloaded")
+            page.get_by_text("Type a prompt and build its graph").wait_for(timeout=120_000)
+            page.get_by_role("button", name="Build graph").click()
+            page.get_by_text("Replacement score").first.wait_for(timeout=120_000)
+            _wait_idle(page)
+            first_card = page.get_by_text(" transcoder · latent ").first.inner_text()
+            page.wait_for_selector(".js-plotly-plot .scatterlayer .trace path.point", timeout=60_000)
+            feature_trace = (
+                "() => Array.from(document.querySelector('.js-plotly-plot').data).findIndex(t => t.name === 'feature')"
+            )
+            k = page.evaluate(feature_trace)
+            ids = page.evaluate(f"() => document.querySelector('.js-plotly-plot').data[{k}].customdata")
+            target = next(i for i, nid in enumerate(ids) if nid.split("_")[1] not in first_card)
+            layer, latent, _ = ids[target].split("_")
+            point = page.locator(".scatterlayer .trace").nth(k).locator("path.point").nth(target)
+            point.scroll_into_view_if_needed()
+            box = point.bounding_box()
+            x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+            page.mouse.move(x, y)  # plotly finds the point under the pointer on its drag layer
+            page.mouse.click(x, y)
+            page.get_by_text(f"Layer {layer} transcoder · latent {latent}").first.wait_for(timeout=60_000)
+        finally:
+            browser.close()
