@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "saelab.steering.eval_cli",
     "saelab.probing.cli",
     "saelab.circuits.cli",
+    "saelab.graphs.cli",
     "saelab.hypotheses.cli",
     "saelab.compare.cli",
     "saelab.features.sweep_cli",

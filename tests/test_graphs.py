@@ -300,3 +300,37 @@ def test_browser__graph_page_builds_a_graph_and_a_click_opens_a_feature(tiny_han
             page.get_by_text(f"Layer {layer} transcoder · latent {latent}").first.wait_for(timeout=60_000)
         finally:
             browser.close()
+
+
+def test_cli__saelab_graph_writes_neuronpedia_json_and_html(tiny_handle, tc_folder, tmp_path, monkeypatch, capsys):
+    import json
+
+    from saelab import cli
+
+    monkeypatch.setattr("saelab.models.load_model", lambda spec=None: tiny_handle)
+    out = tmp_path / "g.json"
+    argv = ["graph", "--model", "tiny", "--transcoders", str(tc_folder), "--prompt", TEXT, "--out", str(out),
+            "--html", str(tmp_path / "g.html"), "--max-feature-nodes", "32", "--batch-size", "16"]  # fmt: skip
+    assert cli.main(argv) == 0
+    data = json.loads(out.read_text())
+    assert set(data) == {"metadata", "qParams", "nodes", "links"} and data["links"]
+    assert (tmp_path / "g.saelab.json").is_file() and (tmp_path / "g.html").stat().st_size > 1_000_000
+    printed = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert 0 <= printed["replacement_score"] <= 1
+    assert cli.main(["graph", "--model", "tiny", "--transcoders", str(tmp_path), "--prompt", TEXT]) == 2
+    assert "no layer_<L>/" in capsys.readouterr().err
+
+
+def test_cli__saelab_transcoders_trains_evaluates_and_prints_each_layer(tiny_handle, tmp_path, monkeypatch, capsys):
+    import json
+
+    from saelab import cli
+
+    monkeypatch.setattr("saelab.models.load_model", lambda spec=None: tiny_handle)
+    argv = ["transcoders", "--model", "tiny", "--out", str(tmp_path / "tc"), "--d-sae", "32", "--k", "4",
+            "--tokens", str(32 * 16), "--rows-per-step", "4", "--seq-len", "32", "--eval-tokens", "256"]  # fmt: skip
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "CE-loss score" in out and len([ln for ln in out.splitlines() if ln.strip()[:1].isdigit()]) == 2
+    meta = json.loads((tmp_path / "tc" / "transcoders.json").read_text())
+    assert [r["layer"] for r in meta["evaluation"]["rows"]] == [0, 1] and meta["config"]["d_sae"] == 32
