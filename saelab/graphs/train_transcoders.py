@@ -6,7 +6,10 @@ rows: ONE forward (`saelab.hooks.cache_activations`, stopped after the last laye
 transcoder takes one Adam step on
     loss = ‖ŷ − y‖² / ‖y − mean(y)‖²   (normalised MSE over the batch),  ŷ = BatchTopK_k(n·W_enc + b_enc)·W_dec
                                                                                + b_dec + n·W_skipᵀ
-BatchTopK keeps the k × batch largest pre-activations of the batch (Bussmann et al.); inference uses a JumpReLU
+Each layer trains on n/√d_in → y / y_scale (y_scale: the RMS norm of the centred target on the first batch; both
+scales are folded back into the weights on export), so Adam's step sizes suit every layer; the skip path starts as the
+least-squares affine map on the first batch. BatchTopK keeps the k × batch largest
+pre-activations of the batch (Bussmann et al.); inference uses a JumpReLU
 with one threshold per layer: the running mean of the smallest kept pre-activation, so the file is an SAE-Lens
 `jumprelu_skip_transcoder`. Position 0 and separators (attention sinks) are left out of training.
 A checkpoint (all layers' weights and Adam state, the rows done) is written every `checkpoint_steps`; a rerun
@@ -65,6 +68,7 @@ class _Layer(torch.nn.Module):
         self.W_skip = torch.nn.Parameter(torch.zeros(d, d))
         self.register_buffer("threshold", torch.zeros(()))
         self.register_buffer("fired", torch.zeros(f, dtype=torch.long))  # steps since each latent last fired
+        self.register_buffer("y_scale", torch.ones(()))  # the layer trains on y / y_scale (set on the first batch)
 
     def step_forward(self, n: torch.Tensor, k: int, momentum: float) -> tuple[torch.Tensor, torch.Tensor]:
         pre = torch.relu(n @ self.W_enc + self.b_enc)
@@ -84,10 +88,27 @@ class _Layer(torch.nn.Module):
         return acts @ self.W_dec + self.b_dec + n @ self.W_skip.T, acts
 
     def export(self, layer: int) -> Transcoder:
-        f = self.W_enc.shape[1]
-        return Transcoder(layer, self.W_enc.detach().clone(), self.b_enc.detach().clone(), self.W_dec.detach().clone(),
-                          self.b_dec.detach().clone(), self.W_skip.detach().clone(),
+        """The transcoder in the model's units: inputs were scaled by 1/√d_in, outputs by 1/y_scale."""
+        f, c, s = self.W_enc.shape[1], float(self.y_scale), self.W_enc.shape[0] ** -0.5
+        return Transcoder(layer, self.W_enc.detach() * s, self.b_enc.detach().clone(), self.W_dec.detach() * c,
+                          self.b_dec.detach() * c, self.W_skip.detach() * (c * s),
                           self.threshold.detach().expand(f).clone())  # fmt: skip
+
+
+def _init_linear(layer: _Layer, n: torch.Tensor, y: torch.Tensor, ridge: float = 1e-2) -> None:
+    """The skip path starts as the ridge least-squares affine map n → y on the first batch (W_skip, b_dec); the
+    features then learn what it leaves. Skipped when the batch has fewer than 4 samples per input dimension (an
+    overfit map would start worse than zero)."""
+    if n.shape[0] < 4 * n.shape[1]:
+        return
+    with torch.no_grad():
+        n_bar, y_bar = n.mean(0), y.mean(0)
+        nc = n - n_bar
+        gram = nc.T @ nc
+        gram += torch.eye(gram.shape[0]) * ridge * gram.diagonal().mean()
+        W = torch.linalg.solve(gram, nc.T @ (y - y_bar))  # [d_in, d_out]
+        layer.W_skip.copy_(W.T)
+        layer.b_dec.copy_(y_bar - n_bar @ W)
 
 
 def _batches(handle: ModelHandle, cfg: TranscoderTrainConfig):
@@ -108,7 +129,10 @@ def train_transcoders(handle: ModelHandle, cfg: TranscoderTrainConfig, out: str 
     L, d = handle.n_layers, handle.d_model
     g = torch.Generator().manual_seed(cfg.seed)
     layers = torch.nn.ModuleList([_Layer(d, cfg.d_sae, g) for _ in range(L)])
-    opt = torch.optim.Adam(layers.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    skip = [p for name, p in layers.named_parameters() if name.endswith("W_skip")]
+    rest = [p for name, p in layers.named_parameters() if not name.endswith("W_skip")]
+    # the skip path starts at its least-squares optimum: it moves slowly (a tenth of the rate) while features grow
+    opt = torch.optim.Adam([{"params": rest}, {"params": skip, "lr": cfg.lr * 0.1}], lr=cfg.lr, betas=(0.9, 0.999))
     corpus, keep = _batches(handle, cfg)
     n_rows = int(corpus.tokens.shape[0])
     steps = n_rows // cfg.rows_per_step
@@ -125,10 +149,16 @@ def train_transcoders(handle: ModelHandle, cfg: TranscoderTrainConfig, out: str 
         rows = slice(step * cfg.rows_per_step, (step + 1) * cfg.rows_per_step)
         cache = cache_activations(handle, corpus.tokens[rows], names)
         mask = keep[rows]
+        if step == 0:  # the skip path starts as the least-squares linear map, b_dec as the mean output
+            for layer in range(L):
+                y0 = cache[hook_out(layer)][mask].float()
+                layers[layer].y_scale.fill_(float((y0 - y0.mean(0)).pow(2).sum(1).mean().sqrt()) or 1.0)
+                _init_linear(layers[layer], cache[hook_in(layer)][mask].float() * d**-0.5, y0 / layers[layer].y_scale)
         nmse = []
         opt.zero_grad(set_to_none=True)
         for layer in range(L):
-            n, y = cache[hook_in(layer)][mask].float(), cache[hook_out(layer)][mask].float()
+            n = cache[hook_in(layer)][mask].float() * d**-0.5  # |n| ≈ 1: encoder outputs O(1) at any width
+            y = cache[hook_out(layer)][mask].float() / layers[layer].y_scale
             y_hat, _ = layers[layer].step_forward(n, cfg.k, cfg.threshold_momentum)
             loss = (y_hat - y).pow(2).sum() / (y - y.mean(0)).pow(2).sum().clamp(min=1e-8)
             loss.backward()
