@@ -66,7 +66,10 @@ def main() -> None:
 
     # patching baseline: one feature row's sources re-run one at a time in the replacement model
     clean = clean_state(handle, tcs, torch.tensor(graph.tokens))
-    target = max((n for n in graph.nodes if n["kind"] == "feature" and n["layer"] > 2), key=lambda n: n["influence"])
+    last = len(graph.tokens) - 1  # a row at the last position has the most sources (every earlier position)
+    target = max((n for n in graph.nodes if n["kind"] == "feature" and n["layer"] > 2 and n["pos"] == last),
+                 key=lambda n: n["influence"], default=None) or max(
+        (n for n in graph.nodes if n["kind"] == "feature" and n["layer"] > 2), key=lambda n: n["influence"])  # fmt: skip
     sources = [(layer, p, f) for layer in tcs.layers if layer < target["layer"]
                for p, f in zip(*clean.acts[layer][: target["pos"] + 1].nonzero(as_tuple=True))]  # fmt: skip
     t1 = time.perf_counter()
