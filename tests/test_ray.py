@@ -185,13 +185,13 @@ def test_train_page__ray_choice_trains_on_actors_and_frees_them(tiny_handle, run
     assert ray.available_resources().get("CPU", 0) == 2, "the run's actors were shut down"
 
 
-def test_without_ray_flag__nothing_imports_ray(tmp_path):
-    """The CLI's parser, a dashboards build and the Train page's helpers run without importing Ray."""
+def test_without_ray_flag__nothing_imports_ray():
+    """The CLI (every command's parser, `harvest --ray` parsed) and the distributed package import no Ray."""
     import subprocess
     import sys
 
     code = (
-        "import sys, saelab.cli, saelab.features.dashboards, saelab.features.sweep, saelab.distributed;"
+        "import sys, saelab.cli, saelab.distributed;"
         "saelab.cli.build_parser().parse_args(['harvest', '--ray']);"
         "print('ray' in sys.modules)"
     )

@@ -380,4 +380,5 @@ def test_steering_eval__runs_on_a_hook_z_sae(folders, tiny_handle):
                      max_new_tokens=4, n_train=4, n_judge=4, n_boot=100)  # fmt: skip
     res = run_eval(tiny_handle, loaded, cfg)
     assert set(res.directions["spam"]) >= {"sae", "diffmean"}
-    assert len(res.items) == 2 * 3 and all(0 <= it["score"] <= 2 for it in res.items)
+    rated = [it for it in res.items if it["method"] != "calibration"]  # + 24 calibration outputs of the judge
+    assert len(rated) == 2 * 3 and all(0 <= it["score"] <= 2 for it in res.items)
