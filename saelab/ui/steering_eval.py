@@ -79,7 +79,7 @@ def show_eval(result: EvalResult, *, key: str) -> None:
     if result.paired:
         st.markdown("**Paired tests between methods** (same concept × report-instruction items)")
         paired = pd.DataFrame(result.paired)
-        for col in ("wilcoxon_p", "ttest_p"):
+        for col in ("cluster_t_p", "wilcoxon_p", "ttest_p"):
             if col in paired:
                 paired[col] = paired[col].map(_fmt_p)
         st.dataframe(paired, hide_index=True, key=f"{key}_paired")
@@ -87,6 +87,15 @@ def show_eval(result: EvalResult, *, key: str) -> None:
     with st.expander("Per concept: chosen factor and scores"):
         st.dataframe(pd.DataFrame(result.per_concept), hide_index=True, key=f"{key}_per_concept")
         st.caption(result.formulas.get("selection", ""))
+    cal = result.judge.get("calibration")
+    if cal:
+        before, after = cal["fpr_before"], cal["fpr_after"]
+        st.caption(
+            f"PROXY concept judge calibrated per concept on unsteered outputs of separate instructions (target "
+            f"false-positive rate {cal['target_fpr']:g}): unsteered outputs rated as showing the concept "
+            f"{after['rate']:.1%} [{after['ci'][0]:.1%}, {after['ci'][1]:.1%}] (fixed thresholds: {before['rate']:.1%})."
+            f" {result.formulas.get('calibration', '')}"
+        )
     with st.expander("Judge formulas and thresholds"):
         st.json(result.judge)
     with st.expander("Sample outputs (first instruction of each method at its chosen factor)"):
