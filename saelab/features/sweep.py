@@ -201,9 +201,9 @@ def run_sweep(
 
 def _train_remote(handle: ModelHandle, request: dict[str, Any], root: str, acts: str) -> str:
     """On a Ray actor: one run of a sweep, as the single-process sweep runs it."""
-    if finished(root, TrainRequest.from_dict(request)):
-        return str(run_paths(root, request["name"])[0])
     req = TrainRequest.from_dict(request)
+    if finished(root, req):
+        return str(run_paths(root, req.name)[0])
     return str(run_training(handle, req, root, lambda p, d, t: None, CurveBuffer(req.d_sae), acts=Path(acts)))
 
 

@@ -28,7 +28,7 @@ import torch
 
 from saelab.configs import DictConfig
 from saelab.errors import BadInputError
-from saelab.graphs.linearised import CleanState, _mlps_skipped, clean_state, replacement_hooks
+from saelab.graphs.linearised import CleanState, clean_state, mlps_skipped, replacement_hooks
 from saelab.graphs.transcoders import TranscoderSet
 from saelab.hooks import gate
 from saelab.models.handle import ModelHandle
@@ -143,8 +143,8 @@ def build_raw_graph(handle: ModelHandle, tcs: TranscoderSet, tokens: torch.Tenso
     probes = {"embed": torch.zeros(B, P, handle.d_model, requires_grad=True)}
     probes.update({layer: torch.zeros(B, P, handle.d_model, requires_grad=True) for layer in layers})
     n_store: dict[int, torch.Tensor] = {}
-    hooks = replacement_hooks(tcs, clean, B, probes=probes, n_store=n_store)
-    with gate(handle, hooks) as model, _mlps_skipped(model), torch.enable_grad():
+    hooks = replacement_hooks(tcs, clean, probes=probes, n_store=n_store)
+    with gate(handle, hooks) as model, mlps_skipped(model), torch.enable_grad():
         logits = model(tokens[None].expand(B, P), return_type="logits")
         demeaned = logits[:, -1] - logits[:, -1].mean(-1, keepdim=True)
 

@@ -12,7 +12,6 @@ given for the full and the pruned graph. Exports:
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -154,7 +153,7 @@ def from_raw(raw: RawGraph, *, model: str, prompt: str, token_strs: list[str], n
              "kept_features": int(keep[:e0].sum()), "kept_edges": len(edge_list), "seconds": round(raw.seconds, 2),
              "error_nodes": int(t0 - e0)}  # fmt: skip
     return AttributionGraph(model, prompt, [int(t) for t in raw.tokens], token_strs, n_layers, nodes, edge_list,
-                            {k: (float(v) if not math.isnan(v) else float("nan")) for k, v in scores.items()},
+                            {k: float(v) for k, v in scores.items()},
                             cfg.to_dict(), stats, transcoders)  # fmt: skip
 
 

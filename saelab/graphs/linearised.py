@@ -50,7 +50,7 @@ def _frozen_names(handle: ModelHandle) -> list[str]:
 
 
 @contextmanager
-def _mlps_skipped(model) -> Iterator[None]:
+def mlps_skipped(model) -> Iterator[None]:
     """Each block's MLP returns zeros (its output is replaced at hook_mlp_out); call inside the gate."""
     blocks = list(model.blocks)
     try:
@@ -84,10 +84,10 @@ def clean_state(handle: ModelHandle, tcs: TranscoderSet, tokens: torch.Tensor) -
     return CleanState(tokens, n_in, mlp_out, acts, errors, frozen, store["hook_embed"][0].float(), logits)
 
 
-def replacement_hooks(tcs: TranscoderSet, clean: CleanState, batch: int, *, acts: dict[int, torch.Tensor] | None = None,
+def replacement_hooks(tcs: TranscoderSet, clean: CleanState, *, acts: dict[int, torch.Tensor] | None = None,
                       probes: dict[str, torch.Tensor] | None = None, n_store: dict[int, torch.Tensor] | None = None):  # fmt: skip
-    """Hooks for a replacement forward of `batch` copies of the prompt (module docstring). `acts` overrides the
-    feature activations ([P, F] per layer, or [batch, P, F]); `probes` maps "embed" / layer ints to tensors
+    """Hooks for a replacement forward of any number of copies of the prompt (module docstring). `acts` overrides
+    the feature activations ([P, F] per layer, or [batch, P, F]); `probes` maps "embed" / layer ints to tensors
     added at those hooks; `n_store` receives each layer's transcoder input (with its autograd graph)."""
     acts = acts or clean.acts
     probes = probes or {}
@@ -121,7 +121,7 @@ def replacement_hooks(tcs: TranscoderSet, clean: CleanState, batch: int, *, acts
 def replacement_logits(handle: ModelHandle, tcs: TranscoderSet, clean: CleanState,
                        acts: dict[int, torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
     """Logits [P, vocab] of the replacement forward (clean activations: the real logits)."""
-    with gate(handle, replacement_hooks(tcs, clean, 1, acts=acts)) as model, _mlps_skipped(model):
+    with gate(handle, replacement_hooks(tcs, clean, acts=acts)) as model, mlps_skipped(model):
         with torch.inference_mode():
             return model(clean.tokens[None], return_type="logits")[0].float()
 
@@ -130,10 +130,17 @@ def replacement_preacts(handle: ModelHandle, tcs: TranscoderSet, clean: CleanSta
                         acts: dict[int, torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
     """Pre-activations [P, F] of layer `layer`'s transcoder in the replacement forward (for patching checks)."""
     n_store: dict[int, torch.Tensor] = {}
-    hooks = replacement_hooks(tcs, clean, 1, acts=acts, n_store=n_store)
-    with gate(handle, hooks) as model, _mlps_skipped(model), torch.inference_mode():
+    hooks = replacement_hooks(tcs, clean, acts=acts, n_store=n_store)
+    with gate(handle, hooks) as model, mlps_skipped(model), torch.inference_mode():
         model(clean.tokens[None], return_type=None, stop_at_layer=layer + 1)
     return tcs[layer].pre(n_store[layer][0].float())
 
 
-__all__ = ["CleanState", "clean_state", "replacement_hooks", "replacement_logits", "replacement_preacts"]
+__all__ = [
+    "CleanState",
+    "clean_state",
+    "mlps_skipped",
+    "replacement_hooks",
+    "replacement_logits",
+    "replacement_preacts",
+]

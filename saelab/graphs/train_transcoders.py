@@ -21,6 +21,7 @@ zero-ablating it).
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,7 +112,8 @@ def _init_linear(layer: _Layer, n: torch.Tensor, y: torch.Tensor, ridge: float =
         layer.b_dec.copy_(y_bar - n_bar @ W)
 
 
-def _batches(handle: ModelHandle, cfg: TranscoderTrainConfig):
+def _corpus(handle: ModelHandle, cfg: TranscoderTrainConfig):
+    """The training rows and their keep mask (position 0 and separators left out)."""
     from saelab.corpus import CorpusConfig, build_corpus, separator_id, sink_mask
 
     corpus = build_corpus(handle.tokenizer, CorpusConfig(seq_len=cfg.seq_len, n_tokens=cfg.n_tokens, seed=cfg.seed))
@@ -133,7 +135,7 @@ def train_transcoders(handle: ModelHandle, cfg: TranscoderTrainConfig, out: str 
     rest = [p for name, p in layers.named_parameters() if not name.endswith("W_skip")]
     # the skip path starts at its least-squares optimum: it moves slowly (a tenth of the rate) while features grow
     opt = torch.optim.Adam([{"params": rest}, {"params": skip, "lr": cfg.lr * 0.1}], lr=cfg.lr, betas=(0.9, 0.999))
-    corpus, keep = _batches(handle, cfg)
+    corpus, keep = _corpus(handle, cfg)
     n_rows = int(corpus.tokens.shape[0])
     steps = n_rows // cfg.rows_per_step
     ckpt, start = out / CKPT_DIR, 0
@@ -181,8 +183,6 @@ def train_transcoders(handle: ModelHandle, cfg: TranscoderTrainConfig, out: str 
         save_transcoder(tc, out / f"layer_{layer}", handle.name, {"dead_fraction_train": dead})
     write_json(out / SET_FILE, {"model": handle.name, "layers": list(range(L)), "config": cfg.to_dict(),
                                 "corpus": corpus.provenance(), "last_step": last})  # fmt: skip
-    import shutil
-
     shutil.rmtree(ckpt, ignore_errors=True)
     return tset
 
