@@ -189,7 +189,9 @@ def train_transcoders(handle: ModelHandle, cfg: TranscoderTrainConfig, out: str 
 
 def evaluate_layers(handle: ModelHandle, tset: TranscoderSet, tokens: torch.Tensor) -> list[dict[str, Any]]:
     """Per layer on held-out `tokens` [rows, seq]: normalised MSE, L0, dead fraction, and the CE-loss score with
-    that layer's MLP replaced by its transcoder: (CE_zero − CE_tc) / (CE_zero − CE_clean)."""
+    that layer's MLP replaced by its transcoder: (CE_zero − CE_tc) / (CE_zero − CE_clean). As in `saelab eval`,
+    replacement and zero-ablation act on the analysed positions only (not position 0 or separators, which the
+    transcoder never trained on), and the loss is taken over the same positions."""
     from saelab.corpus import separator_id, sink_mask
     from saelab.hooks import cache_activations, run_with_hooks
 
@@ -211,14 +213,14 @@ def evaluate_layers(handle: ModelHandle, tset: TranscoderSet, tokens: torch.Tens
         acts = tc.encode(n[keep])
         y_hat = tc.decode(acts, n[keep])
         nmse = float((y_hat - y[keep]).pow(2).sum() / (y[keep] - y[keep].mean(0)).pow(2).sum())
-        zero = ce([(hook_out(layer), lambda x, hook: torch.zeros_like(x))])
+        zero = ce([(hook_out(layer), lambda x, hook: torch.where(keep[..., None], torch.zeros_like(x), x))])
         store: dict[str, torch.Tensor] = {}
 
         def grab(x, hook, store=store):
             store["n"] = x
 
-        def replace(x, hook, tc=tc, store=store):
-            return tc(store["n"].float()).to(x.dtype)
+        def replace(x, hook, tc=tc, store=store):  # only where it was trained: sinks keep the real MLP output
+            return torch.where(keep[..., None], tc(store["n"].float()).to(x.dtype), x)
 
         rep = ce([(hook_in(layer), grab), (hook_out(layer), replace)])
         score = (zero - rep) / (zero - clean) if zero != clean else math.nan
