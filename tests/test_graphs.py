@@ -126,11 +126,25 @@ def test_train_transcoders__one_pass_per_batch_for_all_layers_saves_sae_lens_fol
     from saelab.graphs.train_transcoders import TranscoderTrainConfig, evaluate_layers, train_transcoders
     from saelab.graphs.transcoders import load_transcoder_set
 
+    # init_tokens=0: no least-squares start
     cfg = TranscoderTrainConfig(d_sae=64, k=4, n_tokens=32 * 40, rows_per_step=4, seq_len=32, lr=3e-3,
-                                checkpoint_steps=4)  # fmt: skip
+                                checkpoint_steps=4, init_tokens=0)  # fmt: skip
     seen = []
     tset = train_transcoders(tiny_handle, cfg, tmp_path / "tc", progress=lambda d, t, m: seen.append(m))
     assert len(seen) == 10 and seen[-1]["nmse_mean"] < seen[0]["nmse_mean"], "training lowers the error"
+
+    class Stop(Exception):
+        pass
+
+    def first_step(d, t, m):
+        fitted.append(m)
+        raise Stop
+
+    fitted = []  # the least-squares skip start (fitted on all 40 rows) begins below the zero start
+    with pytest.raises(Stop):
+        train_transcoders(tiny_handle, TranscoderTrainConfig(**{**cfg.to_dict(), "init_tokens": 32 * 40}),
+                          tmp_path / "tc_fit", progress=first_step)  # fmt: skip
+    assert fitted[0]["nmse_mean"] < seen[0]["nmse_mean"] - 0.1
     sae = SAE.load_from_disk(str(tmp_path / "tc" / "layer_1"))  # SAE-Lens reads it as a transcoder
     assert sae.cfg.architecture() == "jumprelu_skip_transcoder"
     assert sae.cfg.metadata.hook_name == "blocks.1.ln2.hook_normalized"
@@ -144,9 +158,6 @@ def test_train_transcoders__one_pass_per_batch_for_all_layers_saves_sae_lens_fol
         assert r["ce_zero_ablated"] != r["ce_clean"] and math.isfinite(r["ce_loss_score"])
 
     # a stopped run resumes from its checkpoint and ends with the same weights
-    class Stop(Exception):
-        pass
-
     def stop_at_6(d, t, m):
         if d == 6:
             raise Stop

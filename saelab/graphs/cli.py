@@ -31,7 +31,8 @@ def cmd_transcoders(args: argparse.Namespace) -> int:
 
     handle = load_model(args.model)
     cfg = TranscoderTrainConfig(d_sae=args.d_sae, k=args.k, n_tokens=args.tokens, rows_per_step=args.rows_per_step,
-                                seq_len=args.seq_len, lr=args.lr, seed=args.seed)  # fmt: skip
+                                seq_len=args.seq_len, lr=args.lr, seed=args.seed,
+                                init_tokens=args.init_tokens)  # fmt: skip
     out = Path(args.out)
     tset = train_transcoders(handle, cfg, out, progress=_bar("transcoders (steps)"))
     sys.stderr.write("\n")
@@ -95,6 +96,7 @@ def register(sub) -> None:
     t.add_argument("--seq-len", type=int, default=128)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--init-tokens", type=int, default=65_536, help="tokens the skip path's least-squares start uses")
     t.add_argument("--eval-tokens", type=int, default=16_384, help="held-out tokens for the per-layer evaluation")
     t.set_defaults(func=cmd_transcoders)
 
