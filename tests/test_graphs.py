@@ -345,3 +345,15 @@ def test_cli__saelab_transcoders_trains_evaluates_and_prints_each_layer(tiny_han
     assert "CE-loss score" in out and len([ln for ln in out.splitlines() if ln.strip()[:1].isdigit()]) == 2
     meta = json.loads((tmp_path / "tc" / "transcoders.json").read_text())
     assert [r["layer"] for r in meta["evaluation"]["rows"]] == [0, 1] and meta["config"]["d_sae"] == 32
+
+
+def test_ordinary__leaves_out_massive_mlp_outputs_and_sinks():
+    from saelab.graphs.train_transcoders import ordinary
+
+    y = torch.ones(2, 5, 3)
+    y[1, 3] *= 40  # a massive output, as SmolLM2's layer-2 MLP writes on some tokens
+    keep = torch.ones(2, 5, dtype=torch.bool)
+    keep[:, 0] = False  # position 0: a sink already
+    ok = ordinary(y, keep, 10.0)
+    assert ok.sum() == 7 and not ok[1, 3] and not ok[:, 0].any()
+    assert torch.equal(ordinary(y, keep, 0.0), keep), "factor 0 leaves nothing else out"

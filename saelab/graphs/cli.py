@@ -39,13 +39,14 @@ def cmd_transcoders(args: argparse.Namespace) -> int:
     held = build_corpus(
         handle.tokenizer, CorpusConfig(seq_len=args.seq_len, n_tokens=args.eval_tokens, split="heldout")
     )
-    rows = evaluate_layers(handle, tset, held.tokens)
+    rows = evaluate_layers(handle, tset, held.tokens, cfg.massive_factor)
     meta = read_json(out / "transcoders.json")
     write_json(out / "transcoders.json", {**meta, "evaluation": {"rows": rows, "tokens": int(held.tokens.numel()),
                                                                  "split": "heldout"}})  # fmt: skip
-    print("layer  NMSE    L0     dead   CE-loss score (MLP replaced)")
+    print("layer  NMSE    L0     dead   massive  CE-loss score (MLP replaced)")
     for r in rows:
-        print(f"{r['layer']:>5}  {r['nmse']:.3f}  {r['l0']:5.1f}  {r['dead_fraction']:.3f}  {r['ce_loss_score']:.3f}")
+        print(f"{r['layer']:>5}  {r['nmse']:.3f}  {r['l0']:5.1f}  {r['dead_fraction']:.3f}  "
+              f"{r['massive_fraction']:.4f}   {r['ce_loss_score']:.3f}")  # fmt: skip
     print(f"wrote {out}")
     return 0
 

@@ -11,7 +11,8 @@ scales are folded back into the weights on export), so Adam's step sizes suit ev
 least-squares affine map on the first `init_tokens` corpus tokens. BatchTopK keeps the k × batch largest
 pre-activations of the batch (Bussmann et al.); inference uses a JumpReLU
 with one threshold per layer: the running mean of the smallest kept pre-activation, so the file is an SAE-Lens
-`jumprelu_skip_transcoder`. Position 0 and separators (attention sinks) are left out of training.
+`jumprelu_skip_transcoder`. Position 0, separators (attention sinks) and massive MLP outputs (`ordinary`) are
+left out of training.
 A checkpoint (all layers' weights and Adam state, the rows done) is written every `checkpoint_steps`; a rerun
 with the same config resumes from it. `evaluate_layers` reports per layer: normalised MSE, L0, dead fraction and
 the CE-loss score with that layer's MLP replaced by its transcoder (1 = as good as the MLP, 0 = as bad as
@@ -49,6 +50,7 @@ class TranscoderTrainConfig(DictConfig):
     seed: int = 0
     threshold_momentum: float = 0.99
     checkpoint_steps: int = 50
+    massive_factor: float = 10.0  # positions whose MLP output norm exceeds this × the median are left out (0: none)
     init_tokens: int = 65_536  # corpus tokens the skip path's least-squares start is fitted on
 
     def __post_init__(self) -> None:
@@ -97,12 +99,24 @@ class _Layer(torch.nn.Module):
                           self.threshold.detach().expand(f).clone())  # fmt: skip
 
 
+def ordinary(y: torch.Tensor, keep: torch.Tensor, factor: float) -> torch.Tensor:
+    """`keep` without the positions where the MLP writes a massive output: norm above `factor` × the median norm
+    over `keep` (SmolLM2's layer-2 MLP writes ~40× the median norm on some ' the' and digit tokens, which then act
+    as attention sinks). A transcoder cannot rebuild them from sparse features and they would dominate its loss;
+    they are left out of training and of the splice, like position 0, and in a graph their MLP output is error."""
+    if factor <= 0 or not keep.any():
+        return keep
+    norm = y.float().norm(dim=-1)
+    return keep & (norm <= factor * norm[keep].median())
+
+
 def _init_linear(
     handle: ModelHandle,
     layers: torch.nn.ModuleList,
     tokens: torch.Tensor,
     keep: torch.Tensor,
     rows_per_step: int,
+    massive_factor: float,
     ridge: float = 1e-2,
 ) -> None:
     """Each layer's output scale (RMS norm of the centred target on the first batch) and its skip path as the ridge
@@ -118,7 +132,8 @@ def _init_linear(
     for b in range(0, tokens.shape[0], rows_per_step):
         cache, mask = cache_activations(handle, tokens[b : b + rows_per_step], names), keep[b : b + rows_per_step]
         for layer in range(L):
-            n, y = cache[hook_in(layer)][mask].float() * d**-0.5, cache[hook_out(layer)][mask].float()
+            m = ordinary(cache[hook_out(layer)], mask, massive_factor)
+            n, y = cache[hook_in(layer)][m].float() * d**-0.5, cache[hook_out(layer)][m].float()
             if b == 0:
                 layers[layer].y_scale.fill_(float((y - y.mean(0)).pow(2).sum(1).mean().sqrt()) or 1.0)
             y = y / layers[layer].y_scale
@@ -174,7 +189,8 @@ def train_transcoders(handle: ModelHandle, cfg: TranscoderTrainConfig, out: str 
     names = [hook_in(layer) for layer in range(L)] + [hook_out(layer) for layer in range(L)]
     if start == 0:  # output scales, and the skip path as the least-squares map over the first batches
         init_rows = min(n_rows, max(1, cfg.init_tokens // cfg.seq_len))
-        _init_linear(handle, layers, corpus.tokens[:init_rows], keep[:init_rows], cfg.rows_per_step)
+        _init_linear(handle, layers, corpus.tokens[:init_rows], keep[:init_rows], cfg.rows_per_step,
+                     cfg.massive_factor)  # fmt: skip
     t0, last = time.perf_counter(), {}
     for step in range(start, steps):
         rows = slice(step * cfg.rows_per_step, (step + 1) * cfg.rows_per_step)
@@ -183,8 +199,9 @@ def train_transcoders(handle: ModelHandle, cfg: TranscoderTrainConfig, out: str 
         nmse = []
         opt.zero_grad(set_to_none=True)
         for layer in range(L):
-            n = cache[hook_in(layer)][mask].float() * d**-0.5  # |n| ≈ 1: encoder outputs O(1) at any width
-            y = cache[hook_out(layer)][mask].float() / layers[layer].y_scale
+            m = ordinary(cache[hook_out(layer)], mask, cfg.massive_factor)
+            n = cache[hook_in(layer)][m].float() * d**-0.5  # |n| ≈ 1: encoder outputs O(1) at any width
+            y = cache[hook_out(layer)][m].float() / layers[layer].y_scale
             y_hat, _ = layers[layer].step_forward(n, cfg.k, cfg.threshold_momentum)
             loss = (y_hat - y).pow(2).sum() / (y - y.mean(0)).pow(2).sum().clamp(min=1e-8)
             loss.backward()
@@ -211,11 +228,13 @@ def train_transcoders(handle: ModelHandle, cfg: TranscoderTrainConfig, out: str 
     return tset
 
 
-def evaluate_layers(handle: ModelHandle, tset: TranscoderSet, tokens: torch.Tensor) -> list[dict[str, Any]]:
+def evaluate_layers(handle: ModelHandle, tset: TranscoderSet, tokens: torch.Tensor,
+                    massive_factor: float = 10.0) -> list[dict[str, Any]]:  # fmt: skip
     """Per layer on held-out `tokens` [rows, seq]: normalised MSE, L0, dead fraction, and the CE-loss score with
     that layer's MLP replaced by its transcoder: (CE_zero − CE_tc) / (CE_zero − CE_clean). As in `saelab eval`,
-    replacement and zero-ablation act on the analysed positions only (not position 0 or separators, which the
-    transcoder never trained on), and the loss is taken over the same positions."""
+    replacement and zero-ablation act on the analysed positions only (not position 0, separators or massive MLP
+    outputs (`ordinary`), which the transcoder never trained on; their share is `massive_fraction`), and the loss is
+    taken over all non-sink positions."""
     from saelab.corpus import separator_id, sink_mask
     from saelab.hooks import cache_activations, run_with_hooks
 
@@ -234,22 +253,24 @@ def evaluate_layers(handle: ModelHandle, tset: TranscoderSet, tokens: torch.Tens
     for layer in tset.layers:
         tc = tset[layer]
         n, y = cache[hook_in(layer)].float(), cache[hook_out(layer)].float()
-        acts = tc.encode(n[keep])
-        y_hat = tc.decode(acts, n[keep])
-        nmse = float((y_hat - y[keep]).pow(2).sum() / (y[keep] - y[keep].mean(0)).pow(2).sum())
-        zero = ce([(hook_out(layer), lambda x, hook: torch.where(keep[..., None], torch.zeros_like(x), x))])
+        ok = ordinary(y, keep, massive_factor)
+        acts = tc.encode(n[ok])
+        y_hat = tc.decode(acts, n[ok])
+        nmse = float((y_hat - y[ok]).pow(2).sum() / (y[ok] - y[ok].mean(0)).pow(2).sum())
+        zero = ce([(hook_out(layer), lambda x, hook, ok=ok: torch.where(ok[..., None], torch.zeros_like(x), x))])
         store: dict[str, torch.Tensor] = {}
 
         def grab(x, hook, store=store):
             store["n"] = x
 
-        def replace(x, hook, tc=tc, store=store):  # only where it was trained: sinks keep the real MLP output
-            return torch.where(keep[..., None], tc(store["n"].float()).to(x.dtype), x)
+        def replace(x, hook, tc=tc, store=store, ok=ok):  # only where it was trained: sinks keep the real output
+            return torch.where(ok[..., None], tc(store["n"].float()).to(x.dtype), x)
 
         rep = ce([(hook_in(layer), grab), (hook_out(layer), replace)])
         score = (zero - rep) / (zero - clean) if zero != clean else math.nan
         rows.append({"layer": layer, "nmse": nmse, "l0": float((acts > 0).sum(1).float().mean()),
                      "dead_fraction": float(((acts > 0).sum(0) == 0).float().mean()), "ce_clean": clean,
+                     "massive_fraction": 1 - float(ok.sum()) / float(keep.sum()),
                      "ce_zero_ablated": zero, "ce_replaced": rep, "ce_loss_score": score})  # fmt: skip
     return rows
 
