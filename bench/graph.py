@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 from common import ROOT, write_results
 
-PROMPT = ("When Mary and John went to the store on a cold and rainy Tuesday afternoon in the middle of "
-          "the long winter, John gave a bottle of milk to")  # fmt: skip
+PROMPT = ("When Mary and John went to the busy corner store on a cold and rainy Tuesday afternoon in the middle "
+          "of the long winter, John gave a bottle of milk to")  # fmt: skip  (exactly 32 tokens)
 
 
 def main() -> None:
@@ -54,8 +54,9 @@ def main() -> None:
     path = Path(args.transcoders)
     real = path.is_dir() and any(path.glob("layer_*"))
     tcs = load_transcoder_set(path) if real else random_transcoder_set(handle, args.d_sae, density=16 / args.d_sae)
-    ids = handle.tokenizer.encode(PROMPT, add_special_tokens=False)[:32]
-    prompt = handle.tokenizer.decode(ids)
+    prompt = PROMPT
+    if len(handle.tokenizer.encode(prompt, add_special_tokens=False)) != 32:
+        raise SystemExit("the bench prompt must be exactly 32 tokens for this tokenizer")
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     t0 = time.perf_counter()
     graph = attribution_graph(handle, tcs, prompt, GraphConfig())
