@@ -16,7 +16,7 @@ setup: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-compile -r requirements.txt
 	$(PY) -m pip install -q --no-deps $(WHEELS)
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $@
@@ -60,7 +60,7 @@ default-sae: setup
 TRANSCODERS ?= cached_features/transcoders
 transcoders: setup
 	@test -f $(TRANSCODERS)/transcoders.json || $(VENV)/bin/saelab transcoders --out $(TRANSCODERS) --d-sae 1152 \
-		--k 16 --tokens 786432 --rows-per-step 4 --lr 1e-3 --eval-tokens 8192
+		--k 16 --tokens 786432 --rows-per-step 4 --lr 4e-3 --eval-tokens 8192
 	@for L in $$(seq 0 29); do test -f $(TRANSCODERS)/layer_$$L/dashboards/meta.json || \
 		$(VENV)/bin/saelab dashboards --sae $(TRANSCODERS)/layer_$$L --tokens 32768 --label-tokens 8192 || exit 1; done
 

@@ -9,7 +9,8 @@ backward pass against patching, and the faithfulness check on the circuits tasks
 3. Faithfulness (IOI and greater-than, `--prompts` each): per prompt, the graph's 8 most influential features are
    ablated one at a time; the graph predicts the change of the target answer's demeaned logit (linear propagation
    over the kept edges, `graphs.interventions.predict`) and the real model measures it (`measure`); Pearson and
-   Spearman correlations over all (prompt, feature) pairs, and the share with the same sign.
+   Spearman correlations over all (prompt, feature) pairs with 95 % bootstrap intervals (2,000 resamples of the
+   prompts, seed 0), and the share with the same sign.
 
 Writes bench/results/graph.json. Without trained transcoders (`--transcoders`, default
 cached_features/transcoders) it uses random stand-in transcoders of the same shape (said so in the results):
@@ -30,6 +31,19 @@ from common import ROOT, write_results
 
 PROMPT = ("When Mary and John went to the busy corner store on a cold and rainy Tuesday afternoon in the middle "
           "of the long winter, John gave a bottle of milk to")  # fmt: skip  (exactly 32 tokens)
+
+
+def bootstrap_ci(groups: list[tuple[list[float], list[float]]], stat, reps: int = 2000) -> list[float]:
+    """95 % percentile interval of `stat(pred, meas)` resampling whole prompts (their interventions share a graph)."""
+    rng = np.random.default_rng(0)
+    vals = []
+    for _ in range(reps):
+        pick = rng.integers(0, len(groups), len(groups))
+        p = np.concatenate([groups[i][0] for i in pick])
+        m = np.concatenate([groups[i][1] for i in pick])
+        if len(p) > 2 and np.std(p) > 0 and np.std(m) > 0:
+            vals.append(stat(p, m))
+    return [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))] if vals else [float("nan")] * 2
 
 
 def main() -> None:
@@ -83,7 +97,7 @@ def main() -> None:
     backward_row_s = build_s / max(n_rows, 1)
 
     # faithfulness
-    pred, meas, tasks = [], [], {}
+    pred, meas, tasks, groups = [], [], {}, []
     for task_name in ("ioi", "greater-than"):
         task = builtin_task(task_name, n=args.prompts, seed=0)
         tp, tm = [], []
@@ -93,10 +107,14 @@ def main() -> None:
             if answer not in {n["token"] for n in g.nodes if n["kind"] == "logit"}:
                 continue
             feats = sorted((n for n in g.nodes if n["kind"] == "feature"), key=lambda n: -n["influence"])[:8]
+            gp, gm = [], []
             for n in feats:
                 ch = [Change(n["layer"], n["pos"], n["latent"], 0.0)]
-                tp.append(predict(g, ch)[answer])
-                tm.append(measure(handle, tcs, g, ch)[answer])
+                gp.append(predict(g, ch)[answer])
+                gm.append(measure(handle, tcs, g, ch)[answer])
+            tp += gp
+            tm += gm
+            groups.append((gp, gm))
         tasks[task_name] = {"pairs": len(task.pairs), "interventions": len(tp),
                             "pearson": float(pearsonr(tp, tm)[0]) if len(tp) > 2 else float("nan"),
                             "sign_agreement": float(np.mean(np.sign(tp) == np.sign(tm))) if tp else float("nan")}  # fmt: skip
@@ -117,6 +135,8 @@ def main() -> None:
         "patching_row_s_extrapolated": patch_row_s,
         "faithfulness_pearson": float(pearsonr(pred, meas)[0]) if len(pred) > 2 else float("nan"),
         "faithfulness_spearman": float(spearmanr(pred, meas)[0]) if len(pred) > 2 else float("nan"),
+        "faithfulness_pearson_ci95": bootstrap_ci(groups, lambda p, m: pearsonr(p, m)[0]),
+        "faithfulness_spearman_ci95": bootstrap_ci(groups, lambda p, m: spearmanr(p, m)[0]),
         "faithfulness_sign_agreement": float(np.mean(np.sign(pred) == np.sign(meas))) if pred else float("nan"),
         "faithfulness_interventions": len(pred),
     }

@@ -61,7 +61,7 @@ def _all_files_valid(folder: Path) -> None:
 
 def test_kill__dashboard_build_resumes_after_sigkill(tmp_path, tiny_handle):
     sae = build_tiny_sae(tmp_path / "sae")
-    args = ["dashboards", "--sae", str(sae), "--tokens", "96000", "--seq-len", "64", "--no-labels"]
+    args = ["dashboards", "--sae", str(sae), "--tokens", "48000", "--seq-len", "64", "--no-labels"]
     part = partial_dir(sae / DASHBOARD_DIR)
     _kill_when(args, lambda: (part / STATE_FILE).exists())
     state = json.loads((part / STATE_FILE).read_text())
@@ -79,11 +79,11 @@ def test_kill__dashboard_build_resumes_after_sigkill(tmp_path, tiny_handle):
 
 def test_kill__training_resumes_after_sigkill(tmp_path):
     acts, out = tmp_path / "acts", tmp_path / "run"
-    harvest = _saelab("harvest", "--model", "tiny", "--hooks", HOOK, "--tokens", "20000", "--seq-len", "64",
+    harvest = _saelab("harvest", "--model", "tiny", "--hooks", HOOK, "--tokens", "8000", "--seq-len", "64",
                       "--out", str(acts))  # fmt: skip
     assert harvest.returncode == 0, harvest.stderr[-3000:]
     args = ["train", "--acts", str(acts), "--arch", "topk", "--d-sae", "64", "--k", "4", "--batch-size", "64",
-            "--epochs", "12", "--checkpoint-every", "20", "--out", str(out)]  # fmt: skip
+            "--epochs", "8", "--checkpoint-every", "20", "--out", str(out)]  # fmt: skip
     ckpt = out / TRAIN_STATE_DIR
     _kill_when(args, lambda: (ckpt / "state.json").exists())
     step = read_json(ckpt / "state.json")["n_training_steps"]
