@@ -55,8 +55,9 @@ default-sae: setup
 	$(VENV)/bin/saelab build-default
 
 # The attribution-graph transcoders (issue 19): a skip-transcoder for each of the default model's 30 layers, then
-# each layer's dashboards. Seeded and resumable (a rerun skips what is done); about 1 h 15 min on 2 cores. Not in
-# git (30 × 3.3 MB in fp16): the Attribution graph page finds cached_features/transcoders*/ (docs/graphs.md).
+# each layer's dashboards. Seeded and resumable (a rerun skips what is done); about 1 h 45 min on 2 cores (measured
+# 2026-12-05: training 71 min, evaluation 18 min, dashboards ~10 min). Not in git (30 × 6.4 MB): the Attribution
+# graph page finds cached_features/transcoders*/ (docs/graphs.md).
 TRANSCODERS ?= cached_features/transcoders
 transcoders: setup
 	@test -f $(TRANSCODERS)/transcoders.json || $(VENV)/bin/saelab transcoders --out $(TRANSCODERS) --d-sae 1152 \

@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 from common import ROOT, write_results
 
+# exactly 32 tokens for the default tokenizer (checked in main)
 PROMPT = ("When Mary and John went to the busy corner store on a cold and rainy Tuesday afternoon in the middle "
-          "of the long winter, John gave a bottle of milk to")  # fmt: skip  (exactly 32 tokens)
+          "of the long winter, John gave a bottle of milk to")  # fmt: skip
 
 
 def bootstrap_ci(groups: list[tuple[list[float], list[float]]], stat, reps: int = 2000) -> list[float]:

@@ -25,9 +25,10 @@ st.caption(
 dirs = gui.transcoder_dirs()
 if not dirs:
     st.info(
-        "No transcoders found. Train a set for every layer with `saelab transcoders train --out "
-        "cached_features/transcoders`, or point `SAELAB_TRANSCODERS` at a folder of `layer_<L>/` SAE-Lens "
-        "transcoder folders."
+        "No transcoders found. `make transcoders` builds the default model's set (every layer, with dashboards; "
+        "about 1 h 45 min on 2 cores, resumable) into `cached_features/transcoders`; `saelab transcoders --out "
+        "<folder>` trains one for another model; or point `SAELAB_TRANSCODERS` at a folder of `layer_<L>/` "
+        "SAE-Lens transcoder folders."
     )
     st.stop()
 path = st.selectbox("Transcoders", dirs, key="graph_tc")
